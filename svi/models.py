@@ -1,0 +1,132 @@
+"""Load the Wan I2V components from a local diffusers-format folder and keep them resident.
+
+Folder layout (what `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers` ships and what svi.tiny writes)::
+
+    transformer/   config.json + diffusion_pytorch_model*.safetensors   WanTransformer3DModel
+    vae/           config.json + diffusion_pytorch_model*.safetensors   AutoencoderKLWan
+    text_encoder/  config.json + model*.safetensors                     UMT5EncoderModel
+    tokenizer/     tokenizer.json (or spiece.model) + tokenizer_config.json
+    image_encoder/ config.json + model*.safetensors                     CLIPVisionModel
+
+Nothing is ever downloaded: a missing or partial folder raises `MissingWeightsError` listing every
+missing file. Precision is decided once here (SVI_SPEC 6.1.4): the DiT and text encoder in the
+preset dtype, the VAE and CLIP in fp32, never flipped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .presets import ModelSpec, model_folder
+
+COMPONENTS = {
+    # subfolder: (config file, weight-file stem)
+    "transformer": ("config.json", "diffusion_pytorch_model"),
+    "vae": ("config.json", "diffusion_pytorch_model"),
+    "text_encoder": ("config.json", "model"),
+    "image_encoder": ("config.json", "model"),
+}
+# CLIP normalisation constants (SVI_SPEC 1.4); the image encoder config carries its input size.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class MissingWeightsError(FileNotFoundError):
+    def __init__(self, folder: Path, missing: list[str]):
+        self.folder, self.missing = folder, missing
+        super().__init__(
+            f"model weights incomplete in {folder}: missing " + ", ".join(missing)
+            + ". Put a diffusers-format Wan I2V folder there (or set SVI_WEIGHTS_DIR); nothing is downloaded."
+        )
+
+
+def missing_files(folder: Path) -> list[str]:
+    """Relative paths of the files a complete model folder lacks (weights shards included)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"{folder} (folder)"]
+    missing = []
+    for sub, (config, stem) in COMPONENTS.items():
+        d = folder / sub
+        if not (d / config).is_file():
+            missing.append(f"{sub}/{config}")
+        index = d / f"{stem}.safetensors.index.json"
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (ValueError, KeyError):
+                missing.append(f"{sub}/{index.name} (unreadable index)")
+                continue
+            missing += [f"{sub}/{s}" for s in shards if not (d / s).is_file()]
+        elif not (d / f"{stem}.safetensors").is_file():
+            missing.append(f"{sub}/{stem}.safetensors")
+    tok = folder / "tokenizer"
+    if not any((tok / f).is_file() for f in ("tokenizer.json", "spiece.model")):
+        missing.append("tokenizer/tokenizer.json")
+    return missing
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class WanComponents:
+    """The resident models of one preset, on one device, in their fixed dtypes."""
+
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    image_encoder: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype  # DiT compute dtype
+    folder: Path
+
+    @property
+    def clip_size(self) -> int:
+        return int(self.image_encoder.config.image_size)
+
+    @property
+    def vae_scale_spatial(self) -> int:
+        return 2 ** (len(self.vae.config.dim_mult) - 1)
+
+    @property
+    def vae_scale_temporal(self) -> int:
+        return 2 ** sum(bool(x) for x in self.vae.config.temperal_downsample)
+
+    def latents_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, device=self.device).view(1, cfg.z_dim, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, device=self.device).view(1, cfg.z_dim, 1, 1, 1)
+        return mean, std
+
+
+def load_components(spec: ModelSpec, device: torch.device | str | None = None,
+                    folder: str | os.PathLike | None = None) -> WanComponents:
+    """Load the five components of `spec`'s model from its local folder (or `folder`)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, CLIPVisionModel, UMT5EncoderModel
+
+    folder = Path(folder) if folder is not None else model_folder(spec)
+    missing = missing_files(folder)
+    if missing:
+        raise MissingWeightsError(folder, missing)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = getattr(torch, spec.dtype)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        dtype = torch.float32  # bf16 matmuls are slow on most CPUs; only the tiny model runs here anyway
+    common = dict(local_files_only=True)
+    transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype, **common)
+    vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32, **common)
+    text_encoder = UMT5EncoderModel.from_pretrained(folder / "text_encoder", dtype=dtype, **common)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", **common)
+    image_encoder = CLIPVisionModel.from_pretrained(folder / "image_encoder", dtype=torch.float32, **common)
+    for m in (transformer, vae, text_encoder, image_encoder):
+        m.to(device).eval().requires_grad_(False)
+    return WanComponents(transformer, vae, text_encoder, tokenizer, image_encoder, device, dtype, folder)
