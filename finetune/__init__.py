@@ -1,0 +1,9 @@
+"""Error-recycling fine-tuning (SVI_SPEC 3): the trainer, its data and its error banks.
+
+Modules (import them directly; this package import stays cheap and torch-free):
+- `finetune.bank`: `ErrorBank` / `ErrorBanks`, the preallocated per-timestep-grid replay memory.
+- `finetune.recycling`: `RecyclingConfig` and the pure functions of one training step around the
+  DiT forward: error injection, the weighted loss, and error recycling into the banks.
+
+Layer rule (ARCHITECTURE.md section 2): finetune imports svi, never ui or storage.
+"""
