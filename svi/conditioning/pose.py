@@ -171,9 +171,10 @@ class PoseTrack:
         else:
             a, b = np.clip(i0, 0, T - 1), np.clip(i0 + 1, 0, T - 1)
         scores, det = self.scores, self.detected
-        # interpolate only between two detected frames; otherwise take the nearer one that exists
+        # On a frame: that frame. Between two detected frames: interpolate. Between a detected and a
+        # missing one: the detected one (a blink of the detector costs no pose), never a blend.
         both = det[a] & det[b] & (frac > 0)
-        use_b = ~both & (((frac >= 0.5) & det[b]) | ~det[a])
+        use_b = (frac > 0) & det[b] & ~det[a]
         near = np.where(use_b, b, a)
         w = np.where(both, frac, 0.0)[:, None, None]  # (n, 1, 1)
         kp = np.where(both[:, None, None], self.keypoints[a] * (1 - w) + self.keypoints[b] * w,
