@@ -160,11 +160,17 @@ def plan(storyboard: Storyboard, spec: ModelSpec, *, overrides: Mapping[int, Cli
                       audio_cfg=spec.audio_cfg, seed=seed, steps=steps, motion_frames=m, padding=spec.padding,
                       audio=audio, pose=pose)
         own = _sha({**model, **{k_: v for k_, v in fields.items() if k_ not in ("audio", "pose")},
-                    "audio": [asdict(p) for p in audio], "pose": [asdict(p) for p in pose],
+                    "audio": [_piece_identity(p) for p in audio], "pose": [_piece_identity(p) for p in pose],
                     "image": image_sha, "fps": fps})
         clips.append(ClipSpec(**fields, own_hash=own))
     return ClipPlan(model_id=spec.model_id, fps=fps, clips=tuple(clips), start_image=storyboard.start_image,
                     start_image_sha256=image_sha)
+
+
+def _piece_identity(piece: MediaPiece) -> dict:
+    """A media piece as it enters the clip hash: by content (sha256), not by where the file lies, so
+    a project moved to another folder or imported from a bundle keeps its clip hashes."""
+    return {k: v for k, v in asdict(piece).items() if k != "path"}
 
 
 def _prompt_for(prompts, t0: float, t1: float):
