@@ -36,7 +36,7 @@ from .assets import AssetStore, StoredFile, check_sha256, safe_display_name
 from .errors import AssetError, BundleError, ProjectExistsError
 from .models import ASSET_KINDS, Asset, Project, Render, Take
 from .projects import (
-    add_asset, asset_path, create_project, get_project, project_exists, save_storyboard, storyboard_of,
+    add_asset, asset_path, get_project, project_exists, save_storyboard, storyboard_of,
     unique_name, validate_name,
 )
 
@@ -199,10 +199,10 @@ def import_bundle(session: Session, store: AssetStore, bundle_path: str | os.Pat
         board = Storyboard.from_dict(sb)
     except (StoryboardError, TypeError, AttributeError) as e:
         raise BundleError(f"manifest storyboard is invalid: {e}") from None
-    create_project(session, wanted)
-    project = save_storyboard(session, store, wanted, board, create=False)
-    overrides = manifest["project"].get("clip_overrides") or {}
-    project.clip_overrides = _check_overrides(overrides)
+    project = save_storyboard(session, store, wanted, board)
+    overrides = _check_overrides(manifest["project"].get("clip_overrides") or {})
+    if overrides:
+        project.clip_overrides = overrides
 
     takes = manifest["takes"]
     for i, t in enumerate(takes):

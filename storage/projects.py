@@ -372,21 +372,24 @@ def save_storyboard(session: Session, store: AssetStore, name: str, board: Story
     files are copied into the asset store; segments and settings replace the project's. Saving the
     same storyboard again changes nothing (no new version)."""
     board.validate()
-    if project_exists(session, name):
-        project = get_project(session, name)
-        check_version(project, expected_version)
-    elif create:
-        project = create_project(session, name)
-    else:
+    exists = project_exists(session, name)
+    if not exists and not create:
         raise NotFoundError(f"no project named {name!r}")
-
     image = add_asset(session, store, board.start_image, kind="image")
     rows: list[dict] = []
     for track in (board.prompts, board.audio, board.poses):
         for pos, seg in enumerate(track):
             rows.append(dict(position=pos, **_segment_values(session, store, seg)))
     settings = _settings_json(board.settings)
+    if not exists:  # one INSERT with everything: a new project starts at version 1
+        project = Project(name=validate_name(name), settings=settings, clip_overrides={}, start_image=image)
+        project.segments = [Segment(**row) for row in rows]
+        session.add(project)
+        _flush(session, name)
+        return project
 
+    project = get_project(session, name)
+    check_version(project, expected_version)
     current = session.scalars(select(Segment).where(Segment.project_id == project.id)).all()
     if (project.start_image_id == image.id and project.settings == settings
             and sorted(map(_segment_key, current)) == sorted(map(_segment_key, rows))):
