@@ -193,3 +193,21 @@ def test_low_score_joints_are_not_drawn():
     elbow, wrist = np.array([0.7 * 200, 0.35 * 400]), np.array([0.72 * 200, 0.5 * 400])
     x, y = ((elbow + wrist) / 2).astype(int)
     assert m[y, x].max() == 0
+
+
+def test_clip_pose_maps_from_a_saved_file(tmp_path):
+    from svi.conditioning.pose import conditioning_track
+    from svi.conditioning.pose_render import clip_pose_maps
+
+    track = skeleton(30)
+    det = track.detected.copy()
+    det[10] = False  # a detector blink: filled by conditioning_track
+    replace(track, detected=det).save(tmp_path / "d.pose.json")
+    ready = conditioning_track(tmp_path / "d.pose.json")
+    assert ready.detected.all() and ready.smoothing == 1.0
+    assert conditioning_track(tmp_path / "d.pose.json") is ready  # processed once per asset
+    pieces = (MediaPiece(str(tmp_path / "d.pose.json"), "h", 0, 17, 0.0),)
+    maps = clip_pose_maps({pieces[0].path: ready}, pieces, 17, 25, 64, 128)
+    assert maps.shape == (17, 128, 64, 3) and all(m.max() > 0 for m in maps)
+    with pytest.raises(PoseError, match="not found"):
+        conditioning_track(tmp_path / "none.json")

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -299,6 +300,22 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def load_pose(path: str | os.PathLike) -> PoseTrack:
     return PoseTrack.load(path)
+
+
+def conditioning_track(path: str | os.PathLike, *, max_gap: int = 3, smooth: float = 1.0) -> PoseTrack:
+    """A pose file ready for conditioning: short detector gaps filled, lightly smoothed. Memoised on
+    (path, size, mtime), so each asset is processed once however many clips use it."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise PoseError(f"{path}: pose file not found") from None
+    return _conditioning_track(path, st.st_size, st.st_mtime_ns, max_gap, float(smooth))
+
+
+@lru_cache(maxsize=16)
+def _conditioning_track(path: str, size: int, mtime_ns: int, max_gap: int, smooth: float) -> PoseTrack:
+    return PoseTrack.load(path).fill_gaps(max_gap).smoothed(smooth)
 
 
 # ---------------------------------------------------------------------------------------------- slicing

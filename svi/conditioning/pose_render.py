@@ -11,10 +11,11 @@ the official pose loader does (aspect kept, centred on black) or stretched.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .pose import PoseFrames
+from .pose import PoseFrames, PoseTrack, slice_pose
 
 # OpenPose-18 point -> MediaPipe landmark (-1: the neck, the midpoint of the shoulders)
 OPENPOSE_FROM_MEDIAPIPE = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
@@ -112,3 +113,10 @@ def render_pose_maps(frames: PoseFrames, width: int, height: int, *, fit: str = 
             out[f] = render_pose(frames.keypoints[f], frames.scores[f], width, height,
                                  src_size=(frames.width, frames.height), fit=fit, threshold=threshold, stick=stick)
     return out
+
+
+def clip_pose_maps(tracks: PoseTrack | Mapping[str, PoseTrack], pieces: Sequence, frames: int, fps: float,
+                   width: int, height: int, *, fit: str = "contain", beyond: str = "loop") -> np.ndarray:
+    """uint8 (frames, height, width, 3) pose maps of one clip from its MediaPieces (ClipSpec.pose);
+    tracks from `svi.conditioning.pose.conditioning_track`."""
+    return render_pose_maps(slice_pose(tracks, pieces, frames, fps, beyond=beyond), width, height, fit=fit)
