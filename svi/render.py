@@ -91,7 +91,7 @@ class Renderer:
         """(H, W, 3) uint8 on device at the spec's output size."""
         img = load_image(path)
         size = self.spec.output_size(*img.size)
-        return torch.from_numpy(np.asarray(img.resize(size, resample=3))).to(self.c.device)  # 3 = bicubic
+        return torch.from_numpy(np.array(img.resize(size, resample=3))).to(self.c.device)  # 3 = bicubic
 
     def prompt_embeddings(self, texts: list[str]) -> None:
         """Encode the texts not yet cached, in one batch."""

@@ -13,6 +13,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+AAC_RATE = 48_000
+
 
 class VideoWriter:
     """Append uint8 (n, H, W, 3) frame batches to one H.264 mp4; call close() (or use `with`)."""
@@ -121,20 +123,27 @@ def mux_audio(video_path: str | os.PathLike, samples: np.ndarray, sample_rate: i
     with av.open(str(video_path)) as src, av.open(str(tmp), mode="w") as dst:
         vin = src.streams.video[0]
         vout = dst.add_stream_from_template(vin)
-        aout = dst.add_stream("aac", rate=sample_rate, layout=layout)
+        # 48 kHz out: AAC pads the last 1024-sample frame, 21 ms at 48 kHz (64 ms at 16 kHz would
+        # exceed one video frame).
+        aout = dst.add_stream("aac", rate=AAC_RATE, layout=layout)
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=AAC_RATE)
         for packet in src.demux(vin):
             if packet.dts is None:
                 continue
             packet.stream = vout
             dst.mux(packet)
         planar = np.ascontiguousarray(samples.T)  # (channels, n) for the planar fltp format
-        chunk = 1024 * 16
-        for i in range(0, planar.shape[1], chunk):
-            frame = av.AudioFrame.from_ndarray(planar[:, i:i + chunk], format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = i
-            for packet in aout.encode(frame):
-                dst.mux(packet)
+        chunk = 1 << 14
+        for i in range(0, planar.shape[1] + chunk, chunk):
+            frame = None
+            if i < planar.shape[1]:
+                frame = av.AudioFrame.from_ndarray(planar[:, i:i + chunk], format="fltp", layout=layout)
+                frame.sample_rate = sample_rate
+                frame.pts = i
+            for rf in resampler.resample(frame):  # None flushes the resampler
+                rf.pts = None
+                for packet in aout.encode(rf):
+                    dst.mux(packet)
         for packet in aout.encode():
             dst.mux(packet)
     os.replace(tmp, out_path)

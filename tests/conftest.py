@@ -1,0 +1,34 @@
+"""Shared fixtures: the bundled tiny model, loaded once per test session, and small inputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_renderer():
+    """A Renderer on the bundled storyworld-tiny model (shot variant), CPU."""
+    from svi import resolve_spec
+    from svi.engine import build_renderer
+
+    renderer, _ = build_renderer(resolve_spec("storyworld-tiny", "shot"), "cpu")
+    return renderer
+
+
+@pytest.fixture(scope="session")
+def start_image(tmp_path_factory) -> str:
+    """A 128x96 picture with structure (gradient + disc), so frames differ where inputs differ."""
+    path = tmp_path_factory.mktemp("img") / "start.png"
+    y, x = np.mgrid[0:96, 0:128]
+    img = np.stack([x * 2, y * 2, 255 - x], axis=-1).astype(np.uint8)
+    img[(x - 64) ** 2 + (y - 48) ** 2 < 200] = (220, 40, 40)
+    Image.fromarray(img).save(path)
+    return str(path)
