@@ -139,14 +139,16 @@ def duplicate_project(session: Session, name: str, new_name: str) -> Project:
                          .options(selectinload(Project.segments), selectinload(Project.takes)))
     if src is None:
         raise NotFoundError(f"no project named {name!r}")
-    copy = create_project(session, new_name, settings=dict(src.settings), start_image=src.start_image)
-    copy.clip_overrides = dict(src.clip_overrides)
-    for seg in src.segments:
-        copy.segments.append(Segment(**_segment_columns(seg)))
-    for t in src.takes:
-        copy.takes.append(Take(clip_index=t.clip_index, input_hash=t.input_hash, carry_hash=t.carry_hash,
+    new_name = validate_name(new_name)
+    if project_exists(session, new_name):
+        raise ProjectExistsError(f"a project named {new_name!r} already exists")
+    copy = Project(name=new_name, settings=dict(src.settings), clip_overrides=dict(src.clip_overrides),
+                   start_image=src.start_image,
+                   segments=[Segment(**_segment_columns(seg)) for seg in src.segments],
+                   takes=[Take(clip_index=t.clip_index, input_hash=t.input_hash, carry_hash=t.carry_hash,
                                seed=t.seed, frames=t.frames, carry=t.carry, timings=dict(t.timings),
-                               chosen=t.chosen))
+                               chosen=t.chosen) for t in src.takes])
+    session.add(copy)
     _flush(session, new_name)
     return copy
 

@@ -63,7 +63,9 @@ def test_sigkill_mid_render_then_rerun_completes_without_rerendering(tmp_path):
     db = data / "svi.db"
     cmd = [sys.executable, "-m", "storage.cli", "render", str(tmp_path / "sb.json"), "--project", "crash",
            "--data-dir", str(data), "--device", "cpu", "--out", str(tmp_path / "out.mp4")]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    # One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine
+    # spinning OpenMP workers made clips 10x slower.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
     # 1. First run: SIGKILL as soon as two clips are recorded
     first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
