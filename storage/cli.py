@@ -162,16 +162,27 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def write_project_video(Session, store, name: str, plan, out: Path) -> Path:
-    """Encode the chosen takes as one mp4 (each frame once) and keep it as the project's final video."""
-    from svi.video import VideoWriter
+    """Encode the chosen takes as one mp4 (each frame once, the storyboard's audio muxed under it)
+    and keep it as the project's final video."""
+    from svi.video import VideoWriter, mux_audio
 
-    from .projects import add_asset, chosen_frames, get_project
-    from .render_job import latest_render
     from .models import Render
+    from .projects import add_asset, chosen_frames, get_project, load_storyboard
+    from .render_job import latest_render
 
-    with Session() as s, VideoWriter(out, plan.fps) as writer:
-        for frames in chosen_frames(s, store, name, plan):
-            writer.append(frames)
+    out = Path(out)
+    silent = out.with_name(out.stem + ".silent.mp4")
+    with Session() as s:
+        board = load_storyboard(s, store, name)
+        with VideoWriter(silent if board.audio else out, plan.fps) as writer:
+            for frames in chosen_frames(s, store, name, plan):
+                writer.append(frames)
+    if board.audio:
+        from svi.conditioning.audio import timeline_audio
+
+        samples, sr = timeline_audio(board.audio, plan.total_frames, plan.fps)
+        mux_audio(silent, samples, sr, out)
+        silent.unlink()
     with Session.begin() as s:
         asset = add_asset(s, store, out, kind="video", media={"frames": plan.total_frames, "fps": plan.fps})
         render = latest_render(s, name)

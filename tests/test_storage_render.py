@@ -6,14 +6,12 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-from sqlalchemy import select
 
 from storage import cli
 from storage import projects as P
-from storage.models import Render
 from storage.render_job import RenderProgress, latest_render, render_project
 from tests.test_storage_support import (  # noqa: F401 (fixtures)
-    FakeRenderer, db, db_url, make_board, media, plan_of, postgres_cluster, store,
+    FakeRenderer, db, db_url, make_board, media, postgres_cluster, store,
 )
 
 
@@ -148,3 +146,16 @@ def test_add_commands_extends_an_existing_render_parser():
     assert args.project == "p" and str(args.data_dir) == "/tmp/x" and args.storage_run is cli.run_render
     args = ap.parse_args(["projects", "list"])
     assert args.storage_run is cli.run_projects
+
+
+def test_project_video_has_every_chosen_frame_and_the_storyboard_audio(db, store, film, tmp_path):
+    from svi.video import read_video, video_info
+
+    render_project(db, store, "film", FakeRenderer(size=(16, 16)), film)
+    out = cli.write_project_video(db, store, "film", film, tmp_path / "film.mp4")
+    info = video_info(out)
+    assert info["frames"] == film.total_frames and info["fps"] == film.fps
+    assert abs(info["audio_duration"] - film.total_frames / film.fps) < 0.05  # audio ends with the video
+    assert read_video(out).shape == (film.total_frames, 16, 16, 3)
+    with db() as s:
+        assert latest_render(s, "film").output.kind == "video"
