@@ -17,7 +17,7 @@ from storage.models import Asset, FinetuneJob, Project, Segment, Take
 from storage.settings import StorageSettings, default_data_dir
 from svi.timeline import Settings
 from tests.test_storage_support import (  # noqa: F401 (fixtures)
-    FakeRenderer, db, db_url, make_board, media, plan_of, postgres_cluster, store,
+    FakeRenderer, db, db_url, make_board, media, postgres_cluster, store,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +152,27 @@ def test_settings_from_environment(tmp_path):
     assert default_data_dir().name == "svi-storyboard"
     with pytest.raises(ValueError, match="SVI_MAX_ASSET_BYTES"):
         StorageSettings.from_env({"SVI_MAX_ASSET_BYTES": "lots"})
+
+
+def test_finetune_job_lifecycle(db):
+    from storage.errors import StorageError
+    from storage.jobs import create_finetune_job, list_finetune_jobs, update_finetune_job
+
+    with db.begin() as s:
+        job_id = create_finetune_job(s, "my lora", {"rank": 8, "steps": 100}).id
+    with db.begin() as s:
+        update_finetune_job(s, job_id, status="running", progress=0.25, message="step 25/100")
+    with db.begin() as s:
+        with pytest.raises(StorageError, match="fraction in"):
+            update_finetune_job(s, job_id, progress=1.5)
+        with pytest.raises(StorageError, match="status must be one of"):
+            update_finetune_job(s, job_id, status="exploded")
+    with db.begin() as s:
+        update_finetune_job(s, job_id, status="done", progress=1.0, output_lora_path="/loras/my.safetensors")
+    with db.begin() as s:
+        with pytest.raises(StorageError, match="already ended as 'done'"):
+            update_finetune_job(s, job_id, status="running")
+    with db() as s:
+        (job,) = list_finetune_jobs(s)
+        assert (job.status, job.progress, job.config["rank"], job.output_lora_path) == (
+            "done", 1.0, 8, "/loras/my.safetensors")
