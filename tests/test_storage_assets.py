@@ -18,7 +18,7 @@ from storage.errors import AssetError, AssetTooLargeError
 from storage.frames import decode_frames, encode_frames
 from storage.gc import collect_garbage
 from tests.test_storage_support import (  # noqa: F401 (fixtures)
-    FakeRenderer, db, db_url, make_board, media, plan_of, postgres_cluster, store,
+    FakeRenderer, db, db_url, make_board, media, postgres_cluster, store,
 )
 
 

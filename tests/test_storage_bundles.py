@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from storage import projects as P
@@ -19,7 +17,7 @@ from storage.db import open_database
 from storage.errors import BundleError, ProjectExistsError
 from storage.models import Asset, Render
 from tests.test_storage_support import (  # noqa: F401 (fixtures)
-    FakeRenderer, db, db_url, make_board, media, plan_of, postgres_cluster, store,
+    FakeRenderer, db, db_url, make_board, media, postgres_cluster, store,
 )
 
 
