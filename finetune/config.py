@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 
 def knob(default: Any, help: str, svi: str | None = None, choices: tuple | None = None) -> Any:
-    """A config field with its help text and the official SVI value (None: same as the default)."""
+    """A config field with its help text and the official SVI value (None: SVI has no such knob)."""
     meta = {"help": help, "svi": svi, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=meta)
@@ -334,6 +334,7 @@ def knobs() -> list[tuple[str, str, Any, str, str | None, tuple | None, Any]]:
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
             if cls is RecyclingConfig:
                 help_text, svi = RECYCLING_HELP.get(f.name, (f.name.replace("_", " "), None))
+                svi = svi if svi is not None else str(default)  # RecyclingConfig defaults are SVI's
                 choices = ("random", "fifo", "l2") if f.name == "strategy" else None
             else:
                 help_text, svi, choices = f.metadata["help"], f.metadata["svi"], f.metadata["choices"]

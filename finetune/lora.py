@@ -110,15 +110,31 @@ def official_state_dict(lora: dict[str, torch.Tensor], alpha: float,
     return out
 
 
-def export_lora(transformer: torch.nn.Module, path: str | os.PathLike, *, alpha: float, rank: int,
+def lora_from_module_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """diffusers-named LoRA tensors from a (wrapped) module's named parameters or state dict:
+    `transformer.blocks.0.attn1.to_q.lora_A.svi.weight` -> `blocks.0.attn1.to_q.lora_A.weight`."""
+    out = {}
+    for key, value in state.items():
+        if not key.startswith(prefix) or f".{ADAPTER}." not in key:
+            continue
+        name = key[len(prefix):].replace(f".{ADAPTER}.", ".")
+        if _DIFF_KEY.match(name):
+            out[name] = value
+    return out
+
+
+def export_lora(lora: dict[str, torch.Tensor], path: str | os.PathLike, *, alpha: float, rank: int,
                 dtype: str = "float32", extras: dict[str, torch.Tensor] | None = None,
                 metadata: dict[str, str] | None = None) -> Path:
-    """Write the adapter (and `extras`, e.g. `dwpose_embedding.*`) as one safetensors file, atomically."""
+    """Write diffusers-named LoRA tensors (`lora_state_dict`, `lora_from_module_state`) in the
+    official layout, plus `extras` (e.g. `dwpose_embedding.*`), as one safetensors file, atomically."""
     from safetensors.torch import save_file
 
     if dtype not in _DTYPES:
         raise ValueError(f"export dtype must be one of {list(_DTYPES)}, got {dtype!r}")
-    sd = official_state_dict(lora_state_dict(transformer), alpha, _DTYPES[dtype])
+    if not lora:
+        raise ValueError("no LoRA tensors to export")
+    sd = official_state_dict(lora, alpha, _DTYPES[dtype])
     for k, v in (extras or {}).items():
         sd[k] = v.detach().to("cpu", _DTYPES[dtype]).contiguous()
     path = Path(path)

@@ -82,14 +82,3 @@ def build_pose_encoder(transformer: nn.Module) -> nn.Module:
     from svi.conditioning.pose_encoder import PoseEncoder
 
     return PoseEncoder(dim=dit_width(transformer))
-
-
-def adapter_extras(module: TrainModule) -> dict[str, torch.Tensor]:
-    """Trainable adapter tensors under their checkpoint names (`dwpose_embedding.*`, `audio_proj.*`,
-    `blocks.N.audio_cross_attn.*`, `blocks.N.norm_x.*`), for the exported LoRA file."""
-    out: dict[str, torch.Tensor] = {}
-    for part in (module.audio, module.pose):
-        if part is None or not any(p.requires_grad for p in part.parameters()):
-            continue
-        out.update({k: v.detach() for k, v in part.state_dict().items()})
-    return out

@@ -40,8 +40,8 @@ from .bank import ErrorBanks
 from .cache import SampleEncoder, SampleStore
 from .config import ConfigError, TrainConfig
 from .data import Dataset, Geometry, build_dataset, stable_seed
-from .lora import add_lora, export_lora
-from .model import TrainModule, adapter_extras, build_audio_adapter, build_pose_encoder
+from .lora import add_lora, export_lora, lora_from_module_state
+from .model import TrainModule, build_audio_adapter, build_pose_encoder
 from .recycling import inject_errors, recycle_errors, sample_sigma_index, weighted_loss
 
 EVAL_SIGMA_INDICES = (50, 250, 500, 750, 950)  # fixed probe timesteps (t from ~990 down to ~250)
@@ -166,6 +166,7 @@ class Trainer:
         if self.components.device.type == "cpu":
             use_onednn_conv3d(self.components.vae)
         transformer = self.components.transformer
+        torch.manual_seed(stable_seed(cfg.train.seed, "init"))  # LoRA A and adapter init: same run, same start
         layers = add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
         if cfg.model.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
@@ -185,8 +186,18 @@ class Trainer:
                  f"{n_params / 1e6:.3f} M trainable parameters")
 
         # 4. Optimizer (AdamW, constant LR) and the distributed wrapper
+        from accelerate.utils import DistributedType
+
         optimizer = torch.optim.AdamW(self.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        kind = self.acc.distributed_type
+        self.fsdp = kind == DistributedType.FSDP
+        # DeepSpeed and FSDP shard optimizer state (and FSDP the weights): accelerate's own state files.
+        self.sharded = kind in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        if kind == DistributedType.DEEPSPEED:  # no dataloader goes through prepare(), so say the batch size
+            self.acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.train.batch_size
         self.module, self.optimizer = self.acc.prepare(module, optimizer)
+        if self.sharded:  # the wrapper may have replaced the parameters; clip what it optimizes
+            self.params = [p for p in self.module.parameters() if p.requires_grad]
 
         # 5. Error banks: preallocated, same seed on every rank (identical through the warm-up)
         self.latent_shape = self._latent_shape()
@@ -384,15 +395,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Trainable tensors by TrainModule name (collective under FSDP: call on every rank)."""
+        if self.fsdp:
+            full = self.acc.get_state_dict(self.module)
+            names = {n for n, p in self.acc.unwrap_model(self.module).named_parameters() if p.requires_grad}
+            return {n: v.detach().cpu() for n, v in (full or {}).items() if n in names or ".lora_" in n}
         module = self.acc.unwrap_model(self.module)
         return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
 
     def export(self, path: Path) -> Path:
-        module = self.acc.unwrap_model(self.module)
-        meta = {"base": self.spec.model_id, "step": str(self.step), "targets": self.cfg.lora.targets,
-                "error_recycling": str(self.cfg.train.error_recycling)}
-        return export_lora(module.transformer, path, alpha=self.cfg.lora.alpha, rank=self.cfg.lora.rank,
-                           dtype=self.cfg.lora.export_dtype, extras=adapter_extras(module), metadata=meta)
+        """Write the LoRA (+ trained adapters) in the official layout; call on every rank, main writes."""
+        state = self.trainable_state()
+        if self.main:
+            lora = lora_from_module_state(state, prefix="transformer.")
+            extras = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(("audio.", "pose."))}
+            meta = {"base": self.spec.model_id, "step": str(self.step), "targets": self.cfg.lora.targets,
+                    "error_recycling": str(self.cfg.train.error_recycling)}
+            export_lora(lora, path, alpha=self.cfg.lora.alpha, rank=self.cfg.lora.rank,
+                        dtype=self.cfg.lora.export_dtype, extras=extras, metadata=meta)
+        self.acc.wait_for_everyone()
+        return path
 
     def save_checkpoint(self) -> Path:
         from safetensors.torch import save_file
@@ -409,10 +431,13 @@ class Trainer:
         if torch.cuda.is_available():
             rank_state["cuda_rng"] = torch.cuda.get_rng_state_all()
         torch.save(rank_state, tmp / f"rank_{self.acc.process_index}.pt")
-        if self.main:
+        if self.sharded:
+            self.acc.save_state(str(tmp / "accelerate"))  # weights + sharded optimizer, every rank
+        elif self.main:
             save_file(self.trainable_state(), str(tmp / "trainable.safetensors"))
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            self.export(tmp / "lora.safetensors")
+        self.export(tmp / "lora.safetensors")
+        if self.main:
             _atomic_json(tmp / "state.json", {"step": self.step, "world_size": self.world,
                                               "total_steps": self.total_steps, "config": self.cfg.to_dict(),
                                               "time": time.time()})
@@ -428,27 +453,18 @@ class Trainer:
         return final
 
     def load_checkpoint(self, path: Path) -> None:
-        from safetensors.torch import load_file
-
         state = json.loads((path / "state.json").read_text())
         saved = state["config"]
         bad = [f"{s}.{k}: checkpoint {saved[s][k]!r}, now {getattr(getattr(self.cfg, s), k)!r}"
                for s, k in RESUME_MUST_MATCH if s in saved and saved[s].get(k) != getattr(getattr(self.cfg, s), k)]
         if bad:
             raise ConfigError(f"cannot resume {path}: " + "; ".join(bad))
-        module = self.acc.unwrap_model(self.module)
-        weights = load_file(str(path / "trainable.safetensors"))
-        own = dict(module.named_parameters())
-        mine = {n for n, p in own.items() if p.requires_grad}
-        if set(weights) != mine:
-            raise ConfigError(f"{path}: trainable tensors differ from this run's "
-                              f"(missing {sorted(mine - set(weights))[:3]}, extra {sorted(set(weights) - mine)[:3]})")
-        with torch.no_grad():
-            for n, v in weights.items():
-                own[n].copy_(v.to(own[n].device, own[n].dtype))
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.acc.device,
-                                                  weights_only=True))
+        if self.sharded:
+            self.acc.load_state(str(path / "accelerate"))
+        else:
+            self._load_trainable(path)
         rank_file = path / f"rank_{self.acc.process_index}.pt"
+
         if not rank_file.is_file():
             warnings.warn(f"{rank_file.name} missing in {path} (resumed on more processes?): this rank starts "
                           f"from rank 0's banks and a fresh generator", stacklevel=2)
@@ -465,6 +481,22 @@ class Trainer:
             torch.cuda.set_rng_state_all(rank_state["cuda_rng"])
         self.step = int(state["step"])
         self.log(f"resumed from {path} at step {self.step}")
+
+    def _load_trainable(self, path: Path) -> None:
+        from safetensors.torch import load_file
+
+        module = self.acc.unwrap_model(self.module)
+        weights = load_file(str(path / "trainable.safetensors"))
+        own = dict(module.named_parameters())
+        mine = {n for n, p in own.items() if p.requires_grad}
+        if set(weights) != mine:
+            raise ConfigError(f"{path}: trainable tensors differ from this run's "
+                              f"(missing {sorted(mine - set(weights))[:3]}, extra {sorted(set(weights) - mine)[:3]})")
+        with torch.no_grad():
+            for n, v in weights.items():
+                own[n].copy_(v.to(own[n].device, own[n].dtype))
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.acc.device,
+                                                  weights_only=True))
 
     # ------------------------------------------------------------------ the run
     def _status(self, state: str, **extra) -> None:
@@ -540,11 +572,8 @@ class Trainer:
                     self.save_checkpoint()
             bar.close()
             self.save_checkpoint()
-            lora_path = self.out / "lora.safetensors"
-            if self.main:
-                self.export(lora_path)
-                self._status("done", loss=last_loss, lora=str(lora_path))
-            self.acc.wait_for_everyone()
+            lora_path = self.export(self.out / "lora.safetensors")
+            self._status("done", loss=last_loss, lora=str(lora_path))
         except BaseException as e:
             self._status("failed", error=f"{type(e).__name__}: {e}")
             raise
