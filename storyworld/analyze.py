@@ -142,35 +142,58 @@ def _shape_fit(mask: np.ndarray, cx: float, cy: float, area: float) -> tuple[str
     return best
 
 
+def _row_backdrop(p: np.ndarray, far: np.ndarray, span: int = 6) -> np.ndarray:
+    """(h', w', 3) backdrop behind an object: per row, the median of the `span` backdrop pixels just
+    left of the object and of those just right of it, each object pixel taking its nearer side.
+
+    Medians of a few pixels shrug off a thin bone drawn beside the object, and the nearer side
+    follows a tree or building edge that runs behind it."""
+    h, w = far.shape
+    bg = np.zeros(p.shape, np.float32)
+    have = np.zeros(h, bool)
+    cols = np.arange(w)
+    for r in range(h):
+        inside = np.flatnonzero(far[r])
+        if len(inside) == 0:
+            bg[r] = np.median(p[r], 0)
+            have[r] = True
+            continue
+        lo, hi = inside[0], inside[-1]
+        left = p[r, max(0, lo - span):lo][~far[r, max(0, lo - span):lo]]
+        right = p[r, hi + 1:hi + 1 + span][~far[r, hi + 1:hi + 1 + span]]
+        if len(left) == 0 and len(right) == 0:
+            continue
+        lm = np.median(left, 0) if len(left) else np.median(right, 0)
+        rm = np.median(right, 0) if len(right) else lm
+        bg[r] = np.where((cols - lo < hi - cols)[:, None], lm, rm)
+        have[r] = True
+    if not have.any():
+        return np.broadcast_to(np.median(p.reshape(-1, 3), 0), p.shape).astype(np.float32)
+    idx = np.flatnonzero(have)  # rows with no backdrop beside the object borrow the nearest row's
+    return bg[idx[np.abs(np.arange(h)[:, None] - idx[None]).argmin(1)]]
+
+
 def _matte(f: np.ndarray, coarse: np.ndarray, colour: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]]:
     """Soft object coverage around a coarse mask: each pixel as a mix of the object colour and the
-    backdrop of its row (the median beside the object), alpha = projection onto that line.
+    backdrop behind it, alpha = projection onto the line between the two.
 
     The palette test alone is chroma-bound, and video codecs keep chroma at half resolution; the
     matte uses all three channels, so it keeps the luma's full-resolution edges."""
     h, w = coarse.shape
     ys, xs = np.nonzero(coarse)
-    pad = 4
+    pad = 10
     rows = slice(max(0, ys.min() - pad), min(h, ys.max() + pad + 1))
     cols = slice(max(0, xs.min() - pad), min(w, xs.max() + pad + 1))
     p = f[rows, cols]  # (h', w', 3)
     near = ndimage.binary_dilation(coarse, iterations=2)[rows, cols]
-    bg = np.empty((p.shape[0], 3), np.float32)
-    have = np.zeros(p.shape[0], bool)
-    for r in range(p.shape[0]):
-        outside = p[r][~near[r]]
-        if len(outside) >= 2:
-            bg[r], have[r] = np.median(outside, 0), True
-    if not have.any():
-        return coarse[rows, cols].astype(np.float32), (rows, cols)
-    idx = np.flatnonzero(have)  # rows without backdrop on either side borrow the nearest row's
-    bg = bg[idx[np.abs(np.arange(p.shape[0])[:, None] - idx[None]).argmin(1)]]
-    d = colour - bg  # (h', 3)
-    dd = np.maximum((d * d).sum(-1), 1.0)[:, None]  # (h', 1)
-    alpha = np.clip(((p - bg[:, None]) * d[:, None]).sum(-1) / dd, 0.0, 1.0)  # (h', w')
+    # The backdrop is sampled a pixel further out: codecs bleed an object's chroma into its border.
+    bg = _row_backdrop(p, ndimage.binary_dilation(coarse, iterations=3)[rows, cols])
+    d = colour - bg
+    dd = np.maximum((d * d).sum(-1), 1.0)  # (h', w')
+    alpha = np.clip(((p - bg) * d).sum(-1) / dd, 0.0, 1.0)
     # Only mixes of the two explain a pixel: something else seen through a ring's hole (the sun, a
     # lit window) may project onto the line but lies far from it.
-    resid = np.sqrt(((p - bg[:, None] - alpha[..., None] * d[:, None]) ** 2).sum(-1))
+    resid = np.sqrt(((p - bg - alpha[..., None] * d) ** 2).sum(-1))
     alpha = np.where(near & (resid < np.maximum(40.0, 0.35 * np.sqrt(dd))), alpha, 0.0)
     return alpha.astype(np.float32), (rows, cols)
 

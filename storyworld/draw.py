@@ -99,8 +99,8 @@ def patch(h: int, w: int, cx: float, cy: float, radius: float) -> tuple[slice, s
     y0, y1 = max(0, int(np.floor(cy - radius - 1))), min(h, int(np.ceil(cy + radius + 2)))
     if x1 <= x0 or y1 <= y0:
         return None
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    return slice(y0, y1), slice(x0, x1), xs + 0.5 - cx, ys + 0.5 - cy
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)  # float32 halves the cost of every field
+    return slice(y0, y1), slice(x0, x1), xs + np.float32(0.5 - cx), ys + np.float32(0.5 - cy)
 
 
 def coverage(sdf_px: np.ndarray) -> np.ndarray:
@@ -146,7 +146,8 @@ def draw_segments(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, width: float
     if p is None:
         return
     rows, cols, x, y = p
-    d = segment_distance(x + c[0], y + c[1], a, b)
+    c = c.astype(np.float32)
+    d = segment_distance(x + c[0], y + c[1], a.astype(np.float32), b.astype(np.float32))
     blend(canvas, rows, cols, coverage(d - width / 2), colour)
 
 

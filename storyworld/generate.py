@@ -2,6 +2,7 @@
 
     python -m storyworld.generate --out DIR --n 10 --seed 0 [--frames 33] [--scenes 1]
                                   [--size 128x96] [--fps 8] [--category storyworld]
+                                  [--pix-fmt yuv444p|yuv420p]
 
 gives DIR/<category>/<category>.csv (columns Filename, Video Description) beside, per video,
 <stem>.mp4, <stem>.wav (16 kHz mono: the talk layout's video + wav pair), <stem>.pose.json (the
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .files import write_keypoints, write_mp4, write_wav
+from .files import MP4_PIX_FMT, write_keypoints, write_mp4, write_wav
 from .generator import DEFAULT_FPS, DEFAULT_HEIGHT, DEFAULT_WIDTH, MIN_SIZE, Video, render_random
 
 CSV_COLUMNS = ("Filename", "Video Description")
@@ -41,6 +42,7 @@ class DatasetConfig:
     height: int = DEFAULT_HEIGHT
     fps: int = DEFAULT_FPS
     category: str = "storyworld"
+    pix_fmt: str = MP4_PIX_FMT  # yuv444p keeps 2-px colour detail; yuv420p plays in browsers
 
     def check(self) -> None:
         problems = []
@@ -52,6 +54,8 @@ class DatasetConfig:
             problems.append(f"--size must be even and at least {MIN_SIZE} a side, got {self.width}x{self.height}")
         if not self.category or any(c in self.category for c in "/\\") or self.category.startswith("."):
             problems.append(f"--category must be a plain folder name, got {self.category!r}")
+        if self.pix_fmt not in ("yuv444p", "yuv420p"):
+            problems.append(f"--pix-fmt must be yuv444p or yuv420p, got {self.pix_fmt!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -82,7 +86,7 @@ def generate_dataset(cfg: DatasetConfig, progress: bool = True) -> Path:
         seed = video_seed(cfg.seed, i)
         video = render_random(seed, cfg.scenes, cfg.frames, width=cfg.width, height=cfg.height, fps=cfg.fps)
         stem = f"{cfg.category}_{i:05d}"
-        write_mp4(folder / f"{stem}.mp4", video.frames, video.fps)
+        write_mp4(folder / f"{stem}.mp4", video.frames, video.fps, pix_fmt=cfg.pix_fmt)
         write_wav(folder / f"{stem}.wav", video.audio, video.sample_rate)
         write_keypoints(folder / f"{stem}.pose.json", video.keypoints, video.fps, *video.size)
         (folder / f"{stem}.truth.json").write_text(json.dumps(truth_document(video, seed)))
@@ -113,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=_size, default=(DEFAULT_WIDTH, DEFAULT_HEIGHT), help="WxH (default 128x96)")
     ap.add_argument("--fps", type=int, default=DEFAULT_FPS, help="frames per second (default 8)")
     ap.add_argument("--category", default="storyworld", help="category folder and csv name")
+    ap.add_argument("--pix-fmt", default=MP4_PIX_FMT, choices=("yuv444p", "yuv420p"),
+                    help="H.264 chroma layout (default yuv444p: full colour resolution)")
     a = ap.parse_args(argv)
     cfg = DatasetConfig(out=a.out, n=a.n, seed=a.seed, frames=a.frames, scenes=a.scenes, width=a.size[0],
-                        height=a.size[1], fps=a.fps, category=a.category)
+                        height=a.size[1], fps=a.fps, category=a.category, pix_fmt=a.pix_fmt)
     try:
         t0 = time.perf_counter()
         folder = generate_dataset(cfg)
