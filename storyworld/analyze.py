@@ -20,11 +20,16 @@ from scipy import ndimage
 
 from .backdrop import backdrop_frame
 from .draw import EXTENT, SYMMETRY, UNIT_AREA, shape_inside
-from .drift import ClipStats, DriftFigures, clip_stats, drift_figures, drift_score  # noqa: F401 (re-export)
+from .drift import ClipStats, DriftFigures, clip_stats, drift_figures, drift_score
 from .maps import PALETTE, PALETTE_NAMES, as_float, ink_alpha, palette_labels, white_mask
-from .pose import (FigureReading, lip_sync, mouth_opening, mouth_series, pose_error,  # noqa: F401 (re-export)
-                   read_figure)
+from .pose import FigureReading, lip_sync, mouth_opening, mouth_series, pose_error, read_figure
 from .world import PLACES, SHAPES, TIMES, SceneSpec, parse_caption
+
+__all__ = [  # the scene analyzers defined here, and the figure and drift ones re-exported
+    "ClipStats", "DriftFigures", "FigureReading", "ObjectReading", "PlaceReading", "PromptMatch", "SceneReading",
+    "clip_stats", "drift_figures", "drift_score", "lip_sync", "mouth_opening", "mouth_series", "pose_error",
+    "prompt_match", "read_figure", "read_object", "read_place", "read_scene",
+]
 
 N_BANDS = 12  # horizontal bands whose mean colours describe a backdrop
 PROTOTYPE_OFFSETS = 12  # world offsets per (place, time): pans and layouts show different stretches

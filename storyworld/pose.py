@@ -37,7 +37,7 @@ class Lengths:
     shoulder_half: float
     spine: float
     hip_half: float
-    limbs: dict  # limb name -> (first bone, second bone)
+    limbs: dict[str, tuple[float, float]]  # limb name -> (first bone, second bone)
 
     @staticmethod
     def from_body(height: int) -> "Lengths":
@@ -62,7 +62,7 @@ class FigureReading:
     keypoints: np.ndarray  # (33, 3): x / W, y / H, confidence; only the 13 BODY points are fitted
     head: tuple[float, float, float]  # (cx, cy, r) in px
     torso_ink: float  # mean ink under the fitted torso, in [0, 1]
-    limb_ink: dict  # limb name -> mean ink under its two bones
+    limb_ink: dict[str, float]  # limb name -> mean ink under its two bones
     mouth: float  # mouth opening in [0, 1]
 
     @property
@@ -126,36 +126,36 @@ def _torso(head: np.ndarray, lengths: Lengths, neck, tilt, spine, hip_tilt):
     return sh, ls, rs, lh, rh
 
 
-def _fit_torso(s: _Sampler, head: np.ndarray, head_r: float, lengths: Lengths):
+def _fit_torso(s: _Sampler, head: np.ndarray, head_r: float, lengths: Lengths) -> tuple[np.ndarray, float]:
+    """((neck, tilt, spine, hip_tilt) angles, mean ink) of the torso hanging from the head."""
+    t0 = min(0.9, (head_r + 1.0) / max(lengths.neck, 1e-6))  # the neck shows below the head only
+
+    def neck_and_shoulders(sh, ls, rs):
+        return s.mean(np.broadcast_to(head, sh.shape), sh, t0) + s.mean(rs, ls)
+
     def score(neck, tilt, spine, hip_tilt):
         sh, ls, rs, lh, rh = _torso(head, lengths, neck, tilt, spine, hip_tilt)
-        t0 = min(0.9, (head_r + 1.0) / max(lengths.neck, 1e-6))  # the neck shows below the head only
-        parts = [s.mean(np.broadcast_to(head, sh.shape), sh, t0), s.mean(rs, ls), s.mean(ls, lh), s.mean(rs, rh),
-                 s.mean(rh, lh)]
-        return sum(parts) / len(parts)
+        return (neck_and_shoulders(sh, ls, rs) + s.mean(ls, lh) + s.mean(rs, rh) + s.mean(rh, lh)) / 5
 
-    # 1. Coarse grid over the four angles (the neck and shoulders first, then the hips per candidate).
+    # 1. Coarse grids: the neck and shoulder line first (15 x 11), then the spine and hips (13 x 11)
+    #    under each of the three best.
     g_neck, g_tilt = np.meshgrid(np.linspace(-0.7, 0.7, 15), np.linspace(-0.5, 0.5, 11), indexing="ij")
-    sh, ls, rs, _, _ = _torso(head, lengths, g_neck[..., None], g_tilt[..., None], 0.0, 0.0)
-    t0 = min(0.9, (head_r + 1.0) / max(lengths.neck, 1e-6))
-    upper = (s.mean(np.broadcast_to(head, sh.shape), sh, t0) + s.mean(rs, ls))  # (15, 11)
-    top = np.argsort(upper.ravel())[-3:]
+    sh, ls, rs, _, _ = _torso(head, lengths, g_neck, g_tilt, 0.0, 0.0)
+    top = np.argsort(neck_and_shoulders(sh, ls, rs).ravel())[-3:]  # (15, 11) scores, best three
     g_spine, g_hip = np.meshgrid(np.linspace(-0.6, 0.6, 13), np.linspace(-0.5, 0.5, 11), indexing="ij")
-    best, best_p = -1.0, (0.0, 0.0, 0.0, 0.0)
+    best, p = -1.0, np.zeros(4)
     for i in top:
         n, tl = g_neck.ravel()[i], g_tilt.ravel()[i]
-        sc = score(n, tl, g_spine, g_hip)
+        sc = score(n, tl, g_spine, g_hip).ravel()
         j = int(sc.argmax())
-        if sc.ravel()[j] > best:
-            best, best_p = float(sc.ravel()[j]), (n, tl, g_spine.ravel()[j], g_hip.ravel()[j])
-    # 2. Refine all four jointly on shrinking local grids.
-    p = np.array(best_p)
+        if sc[j] > best:
+            best, p = float(sc[j]), np.array([n, tl, g_spine.ravel()[j], g_hip.ravel()[j]])
+    # 2. Refine all four jointly on shrinking 3^4 grids around the best.
     for step in (0.05, 0.025, 0.0125):
         offs = np.stack(np.meshgrid(*[np.array([-step, 0.0, step])] * 4, indexing="ij"), -1).reshape(-1, 4)
-        cand = p + offs  # (81, 4)
+        cand = p + offs  # (81, 4), the centre included, so the score never drops
         sc = score(cand[:, 0], cand[:, 1], cand[:, 2], cand[:, 3])
-        p = cand[int(sc.argmax())]
-        best = float(sc.max())
+        p, best = cand[int(sc.argmax())], float(sc.max())
     return p, best
 
 
@@ -237,7 +237,7 @@ def read_figure(frame: np.ndarray, reference: np.ndarray | None = None) -> Figur
         kp[L[name], 2] = torso_ink
     limb_ink = {}
     todo = dict(roots)
-    fits: dict = {}
+    fits: dict[str, tuple[np.ndarray, float]] = {}
     while todo:  # greedy: commit the best-explained limb, erase its ink, refit the rest
         sampler = _Sampler(ink)
         for name, root in todo.items():
