@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 
@@ -98,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary per run, not per process
+        return 0
     evals = ", ".join(f"{s}: {v:.4f}" for s, v in result.eval_losses[-3:])
     print(f"finetune: {result.steps} steps in {result.output_dir}; LoRA {result.lora_path}"
           + (f"; probe loss {result.eval_losses[0][1]:.4f} -> {result.eval_losses[-1][1]:.4f} ({evals})"

@@ -46,13 +46,14 @@ class ModelConfig:
     variant: str | None = knob(None, "preset variant whose motion frames, padding and caption the data follow; "
                                      "default: the preset's default variant", svi="shot/film/talk/dance")
     model_dir: str | None = knob(None, "diffusers-format model folder overriding the preset's (nothing is downloaded)")
-    mixed_precision: str = knob("no", "accelerate mixed precision for the DiT forward", svi="bf16",
-                                choices=PRECISIONS)
+    mixed_precision: str | None = knob(None, "mixed precision of the DiT forward: no, bf16 or fp16; default: the "
+                                             "accelerate launch config's, else no", svi="bf16",
+                                       choices=PRECISIONS + (None,))
     gradient_checkpointing: bool = knob(False, "recompute DiT block activations in the backward pass "
                                                "(saves memory, costs time)", svi="on (plus CPU offload)")
 
     def check(self) -> None:
-        if self.mixed_precision not in PRECISIONS:
+        if self.mixed_precision not in PRECISIONS + (None,):
             raise ConfigError(f"model.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
 
 

@@ -132,8 +132,12 @@ class Trainer:
         from accelerate.utils import DistributedDataParallelKwargs
 
         self.cfg = cfg.check()
+        # Without CUDA, several processes (torchrun / accelerate launch) must ask for CPU to form a
+        # gloo group; otherwise accelerate leaves each process on its own.
+        world_env = int(os.environ.get("WORLD_SIZE", "1"))
+        cpu = cfg.train.device == "cpu" or (world_env > 1 and not torch.cuda.is_available())
         self.acc = accelerator or Accelerator(
-            cpu=cfg.train.device == "cpu", mixed_precision=cfg.model.mixed_precision,
+            cpu=cpu, mixed_precision=cfg.model.mixed_precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
         self.main = self.acc.is_main_process
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
