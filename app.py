@@ -2,6 +2,10 @@
 
     python app.py                     launch the storyboard editor (Gradio) on the bundled model
     python app.py render SB.json --out OUT.mp4
+    python app.py render SB.json --project NAME    persist takes; a re-run resumes
+    python app.py projects list|export|import|rename|duplicate|delete|gc
+    python app.py pose VIDEO --out POSE.json       skeleton track from a driving video
+    python app.py finetune --config FILE           error-recycling fine-tuning
     python app.py info                presets, weights found where, device
 """
 
@@ -20,9 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="launch the browser editor (the default)")
     add_ui_arguments(ui)
 
-    render = sub.add_parser("render", help="render a storyboard JSON to mp4")
+    render = sub.add_parser("render", help="render a storyboard JSON to mp4 (optionally into a project)")
     add_render_arguments(render)
-    render.add_argument("--project", help="persist takes in this project and resume where a previous run stopped")
+    from storage.cli import add_commands as add_storage_commands
+
+    add_storage_commands(sub)  # render --project, and `projects list|export|import|...`
+
+    # These two own their arguments (main() hands argv over before parsing); listed here for --help.
+    sub.add_parser("pose", help="extract a skeleton track from a driving video (pose --help)", add_help=False)
+    sub.add_parser("finetune", help="error-recycling fine-tuning (finetune --help)", add_help=False)
 
     sub.add_parser("info", help="presets, where weights are found, device")
     return ap
@@ -42,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["ui", *argv]
-    args = ap.parse_args(argv)
     try:
-        return dispatch(ap, args)
+        if argv[0] == "pose":
+            from svi.conditioning.pose import main as pose_main
+
+            return pose_main(argv[1:], prog="app.py pose")
+        if argv[0] == "finetune":
+            from finetune import cli as finetune_cli
+
+            parser = argparse.ArgumentParser(prog="app.py finetune", description=finetune_cli.__doc__,
+                                             formatter_class=argparse.RawDescriptionHelpFormatter)
+            finetune_cli.add_arguments(parser)
+            return finetune_cli.run(parser.parse_args(argv[1:]))
+        return dispatch(ap, ap.parse_args(argv))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -58,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command == "render" and getattr(args, "project", None) or args.command == "projects":
+        from storage.cli import run as storage_run
+
+        return storage_run(args)
     if args.command == "render":
         from svi.cli import run_render
 
         return run_render(args)
+
     if args.command == "info":
         from svi.cli import run_info
 

@@ -30,7 +30,76 @@ def build_renderer(spec: ModelSpec, device: torch.device | str | None = None) ->
     loras = [(p, 1.0)] if (p := find_variant_lora(spec)) is not None else []
     loras += [(path, scale) for path, scale in spec.extra_loras]
     files = apply_loras(components.transformer, loras)
-    return Renderer(components, spec), files
+    audio, pose = build_conditioners(spec, components, files)
+    return Renderer(components, spec, audio=audio, pose=pose), files
+
+
+def build_conditioners(spec: ModelSpec, components, lora_files: list[LoraFile]):
+    """The talk variant's audio adapter and the dance variant's pose encoder, attached to the DiT."""
+    from .conditioning.runtime import AudioConditioner, PoseConditioner, load_audio_adapter, load_pose_encoder
+
+    folder, audio, pose = components.folder, None, None
+    if "audio" in spec.needs:
+        wav2vec = None
+        if spec.adapters == "folder":
+            adapter = load_audio_adapter(folder / "audio_adapter")
+        else:  # the release layout: MultiTalk weights beside the DiT, wav2vec2 in its own folder
+            from safetensors.torch import load_file
+
+            from .conditioning.audio_adapter import AudioAdapter
+            from .conditioning.wav2vec import load_wav2vec
+
+            state = load_file(_find(spec, "multitalk.safetensors"))
+            wav2vec = load_wav2vec(_find(spec, "chinese-wav2vec2-base"), components.device)
+            adapter = AudioAdapter(multitalk_config(state, components.transformer, wav2vec.model.config))
+            try:
+                adapter.load_multitalk(state)
+            except ValueError as e:
+                raise MissingWeightsError(folder, [f"multitalk.safetensors ({e})"]) from None
+        audio = AudioConditioner(adapter, components.transformer, spec.fps, wav2vec)
+    if "pose" in spec.needs:
+        if spec.adapters == "folder":
+            encoder = load_pose_encoder(folder / "pose_encoder")
+        else:  # svi-dance ships dwpose_embedding.* inside its LoRA file
+            from .conditioning.pose_encoder import PoseEncoder
+
+            extras = {k: v for lf in lora_files for k, v in lf.extras.items()}
+            encoder = PoseEncoder(dim=components.transformer.config.num_attention_heads
+                                  * components.transformer.config.attention_head_dim)
+            try:
+                encoder.load_dwpose(extras)
+            except ValueError as e:
+                raise MissingWeightsError(folder, [f"dwpose_embedding.* in {spec.lora_file} ({e})"]) from None
+        pose = PoseConditioner(encoder, components.transformer, spec.fps)
+    return audio, pose
+
+
+def multitalk_config(state: dict, transformer, wav2vec_config):
+    """The audio adapter's shape: widths from the DiT and wav2vec2, token layout from the file itself
+    (so scaled-down checkpoints in the MultiTalk layout load as well as the 14B one)."""
+    from .conditioning.audio_adapter import AudioAdapterConfig
+
+    def shape(suffix: str):
+        for k, v in state.items():
+            if k.endswith(suffix):
+                return tuple(v.shape)
+        raise MissingWeightsError(Path("multitalk.safetensors"), [f"*{suffix}"])
+
+    token_dim = shape("audio_proj.norm.weight")[0]
+    tc = transformer.config
+    return AudioAdapterConfig(
+        dim=tc.num_attention_heads * tc.attention_head_dim, num_heads=tc.num_attention_heads,
+        num_layers=tc.num_layers, audio_layers=wav2vec_config.num_hidden_layers,
+        audio_dim=wav2vec_config.hidden_size, intermediate_dim=shape("audio_proj.proj2.weight")[0],
+        context_tokens=shape("audio_proj.proj3.weight")[0] // token_dim, token_dim=token_dim)
+
+
+def _find(spec: ModelSpec, name: str) -> Path:
+    dirs = [model_folder(spec), *lora_search_dirs(spec)]
+    for d in dirs:
+        if (d / name).exists():
+            return d / name
+    raise MissingWeightsError(dirs[0], [f"{name} (looked in {', '.join(map(str, dict.fromkeys(dirs)))})"])
 
 
 def weights_report() -> list[dict]:

@@ -56,6 +56,9 @@ class Preset:
     default_variant: str
     dtype: str = "float32"  # DiT compute dtype; the VAE always runs in fp32 (SVI_SPEC 6.1.4, DevLog tip 4)
     extra_files: tuple[str, ...] = ()  # relative paths some variants need beside the base folder
+    # Where the talk/dance adapters come from: "folder" = audio_adapter/ and pose_encoder/ subfolders
+    # of the model (tiny); "release" = multitalk.safetensors + wav2vec2 folder, dwpose in the dance LoRA.
+    adapters: str = "folder"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class ModelSpec:
     fixed_prompt: str | None = None
     needs: tuple[str, ...] = ()
     extra_loras: tuple[tuple[str, float], ...] = field(default=())  # user LoRAs (path, scale)
+    adapters: str = "folder"
 
     @property
     def new_frames_per_clip(self) -> int:
@@ -126,6 +130,10 @@ PRESETS: dict[str, Preset] = {
                             description="one scene, anchored to the start image"),
             "film": Variant("film", None, 5, "zeros", 5.0, fps=8, max_long=128, max_short=96,
                             description="scene changes allowed, 5 motion frames"),
+            "talk": Variant("talk", None, 1, "ref", 2.0, audio_cfg=5.0, fps=8, max_long=128, max_short=96,
+                            needs=("audio",), description="mouth follows the audio track (tiny audio adapter)"),
+            "dance": Variant("dance", None, 1, "ref", 2.0, fps=8, max_long=128, max_short=96, needs=("pose",),
+                             description="figure follows the skeleton track (tiny pose encoder)"),
         },
         default_variant="shot",
     ),
@@ -155,6 +163,7 @@ PRESETS: dict[str, Preset] = {
         },
         default_variant="film",
         extra_files=("multitalk.safetensors", "chinese-wav2vec2-base"),
+        adapters="release",
     ),
 }
 
@@ -181,7 +190,7 @@ def resolve_spec(preset: str = DEFAULT_PRESET, variant: str | None = None, *, st
         motion_frames=v.motion_frames, padding=v.padding, steps=p.steps, shift=p.shift, text_cfg=v.text_cfg,
         audio_cfg=v.audio_cfg, fps=v.fps, max_long=v.max_long, max_short=v.max_short, text_len=p.text_len,
         negative_prompt=p.negative_prompt, dtype=p.dtype, lora_file=v.lora_file, fixed_prompt=v.fixed_prompt,
-        needs=v.needs, extra_loras=tuple(extra_loras),
+        needs=v.needs, extra_loras=tuple(extra_loras), adapters=p.adapters,
     )
     changes = {k: val for k, val in (("steps", steps), ("text_cfg", cfg), ("negative_prompt", negative_prompt))
                if val is not None}

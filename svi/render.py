@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from .conditioning.audio_adapter import audio_guidance
 from .encoders import clip_features, encode_prompts, to_model_pixels, to_uint8, vae_decode, vae_encode
 from .images import load_image
 from .models import WanComponents
@@ -79,9 +81,12 @@ def condition_video(cond: torch.Tensor, ref: torch.Tensor, frames: int, padding:
 class Renderer:
     """Owns resident models for one ModelSpec and streams clip plans through them."""
 
-    def __init__(self, components: WanComponents, spec: ModelSpec):
+    def __init__(self, components: WanComponents, spec: ModelSpec, *, audio=None, pose=None):
+        """audio / pose: svi.conditioning.runtime AudioConditioner / PoseConditioner for talk / dance."""
         self.c = components
         self.spec = spec
+        self.audio = audio
+        self.pose = pose
         self.scheduler = FlowMatchScheduler(shift=spec.shift)
         self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()  # text -> (1, L, D)
         self.prompt_encodes = 0  # texts run through the text encoder (for tests and benches)
@@ -123,6 +128,11 @@ class Renderer:
             raise ValueError(f"plan was made for {plan.model_id}, this renderer runs {self.spec.model_id}")
         if not 0 <= start_at < len(plan.clips):
             raise ValueError(f"start_at must be in [0, {len(plan.clips)}), got {start_at}")
+        for need, track in (("audio", "audio"), ("pose", "pose")):
+            if need in self.spec.needs and not any(getattr(c, track) for c in plan.clips):
+                from .timeline import StoryboardError
+
+                raise StoryboardError(f"{track}: the {self.spec.variant} variant needs at least one {track} segment")
         ref = self.load_start_image(plan.start_image)
         if start_at > 0:
             if carry is None:
@@ -168,33 +178,54 @@ class Renderer:
         gen = torch.Generator("cpu").manual_seed(clip.seed)
         x = torch.randn((1, 16, T, h, w), generator=gen, dtype=torch.float32).to(dev, c.dtype)
 
-        # 3. Denoise: cond and uncond batched into one forward
-        guided = clip.cfg != 1.0
-        ctx = self._prompts[clip.prompt]
-        if guided:
-            ctx = torch.cat([ctx, self._prompts[clip.negative]])  # (2, L, D)
-            image_emb = image_emb.expand(2, -1, -1)
-            y = y.expand(2, -1, -1, -1, -1)
+        # 3. Per-clip audio tokens / pose features, computed once and reused by every step
+        audio = null_audio = pose = None
+        if self.audio is not None:
+            audio, null_audio = self.audio.tokens(clip)  # (1, T, tokens, C) each
+        if self.pose is not None:
+            pose = self.pose.features(clip, W, H)  # (1, dim, T, h/2, w/2): added in every branch
+
+        # 4. Denoise: all guidance branches batched into one forward per step
+        ctx_pos, ctx_neg = self._prompts[clip.prompt], self._prompts[clip.negative]
+        three_way = audio is not None and clip.audio_cfg is not None
+        if three_way:  # MultiTalk: [text + audio, neg + null audio, neg + audio] (SVI_SPEC 2.6)
+            ctx, audio = torch.cat([ctx_pos, ctx_neg, ctx_neg]), torch.cat([audio, null_audio, audio])
+        elif clip.cfg != 1.0:
+            ctx = torch.cat([ctx_pos, ctx_neg])  # (2, L, D)
+        else:
+            ctx = ctx_pos
+        B = ctx.shape[0]
+        image_emb = image_emb.expand(B, -1, -1)
+        y = y.expand(B, -1, -1, -1, -1)
+        if audio is not None and audio.shape[0] != B:
+            audio = audio.expand(B, -1, -1, -1)
         sigmas = self.scheduler.sigmas(clip.steps).tolist()
         forwards = 0
         t1 = time.perf_counter()
-        for i in range(clip.steps):
-            if should_stop is not None and should_stop():
-                raise RenderCancelled(f"cancelled at clip {clip.index}, step {i}")
-            x_in = x.expand(2, -1, -1, -1, -1) if guided else x
-            t = torch.full((x_in.shape[0],), sigmas[i] * self.scheduler.num_train_timesteps, device=dev)
-            v = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]
-            forwards += 1
-            if guided:
-                v_cond, v_uncond = v.float().chunk(2)
-                v = v_uncond + clip.cfg * (v_cond - v_uncond)
-            x = self.scheduler.step(v, x, sigmas[i], sigmas[i + 1])
-            if on_step is not None:
-                on_step(clip.index, i + 1, clip.steps)
+        with ExitStack() as hooks:
+            if self.audio is not None:
+                hooks.enter_context(self.audio.handle.use(audio))
+            if self.pose is not None:
+                hooks.enter_context(self.pose.handle.use(pose))
+            for i in range(clip.steps):
+                if should_stop is not None and should_stop():
+                    raise RenderCancelled(f"cancelled at clip {clip.index}, step {i}")
+                x_in = x.expand(B, -1, -1, -1, -1)
+                t = torch.full((B,), sigmas[i] * self.scheduler.num_train_timesteps, device=dev)
+                v = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]
+                forwards += 1
+                if three_way:
+                    v = audio_guidance(v.float(), clip.cfg, clip.audio_cfg)
+                elif B == 2:
+                    v_cond, v_uncond = v.float().chunk(2)
+                    v = v_uncond + clip.cfg * (v_cond - v_uncond)
+                x = self.scheduler.step(v, x, sigmas[i], sigmas[i + 1])
+                if on_step is not None:
+                    on_step(clip.index, i + 1, clip.steps)
         self._sync()
         timings["denoise"] = time.perf_counter() - t1
 
-        # 4. Decode; keep the carry on the device, hand the appended frames to the host once
+        # 5. Decode; keep the carry on the device, hand the appended frames to the host once
         t2 = time.perf_counter()
         frames = to_uint8(vae_decode(c, x))  # (F, H, W, 3)
         carry = frames[-clip.motion_frames:].clone()

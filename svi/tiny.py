@@ -76,10 +76,26 @@ def build_tiny(seed: int = 0, words: list[str] | None = None) -> dict:
     }
 
 
+def save_tiny_adapters(out: Path, seed: int = 0) -> None:
+    """The talk / dance adapters of the tiny preset: MultiTalk and dwpose classes at DiT width."""
+    from dataclasses import asdict
+
+    from .conditioning.audio_adapter import AudioAdapter
+    from .conditioning.pose_encoder import PoseEncoder
+    from .conditioning.runtime import save_adapter, tiny_audio_config
+
+    dim = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]
+    torch.manual_seed(seed + 1)
+    cfg = tiny_audio_config(dim, TINY_TRANSFORMER["num_attention_heads"], TINY_TRANSFORMER["num_layers"])
+    save_adapter(AudioAdapter(cfg), asdict(cfg), out / "audio_adapter")
+    save_adapter(PoseEncoder(dim=dim, hidden=8), {"dim": dim, "hidden": 8}, out / "pose_encoder")
+
+
 def save_tiny(out: Path, seed: int = 0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, part in build_tiny(seed).items():
         part.save_pretrained(out / name)
+    save_tiny_adapters(out, seed)
     (out / "model_index.json").write_text(json.dumps({
         "_class_name": "WanImageToVideoPipeline", "_note": f"storyworld-tiny, random init (seed {seed})",
         "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
