@@ -23,6 +23,7 @@ from typing import Callable
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from svi.errors import RenderCancelled
 from svi.planning import ClipPlan
 
 from .assets import AssetStore
@@ -102,9 +103,9 @@ def render_project(session_factory: sessionmaker[Session], asset_store: AssetSto
         else:
             status = "done"
     except BaseException as e:
-        # svi.render raises RenderCancelled when should_stop fires mid-clip (matched by name: storage
-        # does not import the torch side of svi). A cancel keeps every finished clip and returns them.
-        if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "RenderCancelled":
+        # svi.render raises RenderCancelled when should_stop fires mid-clip; a cancel keeps every
+        # finished clip and returns them.
+        if isinstance(e, (KeyboardInterrupt, RenderCancelled)):
             status = "cancelled"
         else:
             status, error = "failed", f"{type(e).__name__}: {e}"

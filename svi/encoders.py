@@ -6,11 +6,20 @@ SVI_SPEC 1.2 to 1.4 and section 7.
 
 from __future__ import annotations
 
+import html
+import re
+
+import ftfy
 import torch
 import torch.nn.functional as Fn
-from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean
 
 from .models import CLIP_MEAN, CLIP_STD, WanComponents
+
+
+def prompt_clean(text: str) -> str:
+    """Wan's text cleaning (ftfy, double html-unescape, whitespace collapse; SVI_SPEC 1.3). Written out
+    because importing it from diffusers' pipeline module drags in the CLIP image processor."""
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(ftfy.fix_text(text))).strip()).strip()
 
 
 @torch.no_grad()

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+class RenderCancelled(Exception):
+    """Raised out of `Renderer.stream` when `should_stop()` turned true; finished clips were yielded.
+
+    Lives here, free of torch, so storage and UI code can catch it without importing the engine."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from .images import ImageError
     from .lora import LoraError

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .conditioning.audio_adapter import audio_guidance
+from .errors import RenderCancelled
 from .encoders import clip_features, encode_prompts, to_model_pixels, to_uint8, vae_decode, vae_encode
 from .images import load_image
 from .models import WanComponents
@@ -31,10 +32,6 @@ from .presets import ModelSpec
 from .scheduler import FlowMatchScheduler
 
 PROMPT_CACHE_SIZE = 512
-
-
-class RenderCancelled(Exception):
-    """Raised out of `stream` when `should_stop()` turned true; finished clips were already yielded."""
 
 
 @dataclass

@@ -163,3 +163,12 @@ def test_on_step_reports_progress(tiny_renderer, start_image):
     events = []
     render_all(tiny_renderer, plan(board(start_image, 2.0), tiny_renderer.spec), on_step=lambda *e: events.append(e))
     assert events == [(0, i, STEPS) for i in range(1, STEPS + 1)]
+
+
+def test_prompt_cleaning_matches_wan():
+    from diffusers.pipelines.wan.pipeline_wan_i2v import prompt_clean as wan_clean
+
+    from svi.encoders import prompt_clean
+
+    for text in ["  a &amp;amp; b\n\n c ", "caf\u00c3\u00a9  au lait", "plain"]:
+        assert prompt_clean(text) == wan_clean(text)
