@@ -165,6 +165,8 @@ class TrainSettings:
     eval_every: int = knob(50, "fixed-probe loss (same clip, timesteps and noise every time) every N steps; 0: off")
     resume: str | None = knob(None, "resume from a checkpoint folder, or 'latest' in output_dir")
     device: str | None = knob(None, "force 'cpu' (else accelerate picks the GPU of this process)")
+    cpu_threads: int | None = knob(None, "torch intra-op threads when training on the CPU; 1 suits tiny models on a "
+                                         "busy machine (thread barriers cost more than the small ops they split)")
     bank_device: str = knob("cpu", "where the error banks live: cpu (host RAM, as SVI) or accelerator (GPU memory, "
                                    "no host copies)", svi="cpu", choices=("cpu", "accelerator"))
     progress: bool = knob(True, "tqdm progress bar on the main process")
@@ -181,6 +183,8 @@ class TrainSettings:
         for name in ("checkpoint_every", "keep_checkpoints", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"train.cpu_threads must be >= 1, got {self.cpu_threads}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
         if self.bank_device not in ("cpu", "accelerator"):

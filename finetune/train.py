@@ -140,6 +140,8 @@ class Trainer:
             cpu=cpu, mixed_precision=cfg.model.mixed_precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
         self.main = self.acc.is_main_process
+        if cfg.train.cpu_threads and self.acc.device.type == "cpu":
+            torch.set_num_threads(cfg.train.cpu_threads)
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.out = Path(cfg.train.output_dir)
         self.scheduler = FlowMatchScheduler()
