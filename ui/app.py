@@ -1,0 +1,91 @@
+"""The composition of the browser editor: `build_app(services) -> gr.Blocks` and `launch(args)`.
+
+app.py (the repository's composition root) calls `launch(args)` with --host, --port, --data-dir,
+--model, --weights-dir and --share. Each tab is built by its own `build_<tab>(services, ...)`; this
+module only lays them out and chains "a project was opened" to every tab's loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import gradio as gr
+
+from .services import Services, build_services
+
+THEME_CSS = """
+.gradio-container { max-width: 1500px !important; }
+#app-title h1 { margin: 0; font-size: 1.4rem; }
+"""
+
+
+def build_app(services: Services) -> gr.Blocks:
+    from .tab_projects import build_projects
+
+    with gr.Blocks(title="SVI Storyboard", analytics_enabled=False) as demo:
+        with gr.Row():
+            gr.Markdown("# SVI Storyboard", elem_id="app-title")
+            header = gr.Markdown("No project open.", elem_id="current-project")
+        current = gr.Textbox(visible=False, label="current project", elem_id="current-project-name")
+        saved = gr.BrowserState("", storage_key="svi_storyboard_project")
+        with gr.Tabs(selected="projects") as tabs:
+            with gr.Tab("Projects", id="projects"):
+                projects = build_projects(services, current)
+        loaders = [(projects.refresh, [current], projects.refresh_outputs)]
+
+        def show_header(name: str | None) -> str:
+            return f"Project: **{name}**" if name else "No project open."
+
+        def after_open(event, switch: bool):
+            dep = event.success(lambda n: (n, show_header(n), gr.Tabs(selected="storyboard") if switch and n
+                                           else gr.Tabs()), [current], [saved, header, tabs],
+                                api_visibility="private")
+            for fn, inputs, outputs in loaders:
+                dep = dep.then(fn, inputs, outputs, api_visibility="private")
+
+        for ev in projects.opened:
+            after_open(ev, switch=True)
+
+        # A reload (or a second tab) reopens the last project this browser had open.
+        def restore(name: str | None) -> str:
+            from storage.projects import project_exists
+
+            if not name:
+                return ""
+            with services.Session() as s:
+                return name if project_exists(s, name) else ""
+
+        after_open(demo.load(restore, [saved], [current], api_visibility="private"), switch=False)
+    return demo
+
+
+def auth_from_env(env: dict[str, str] | None = None) -> list[tuple[str, str]] | None:
+    """SVI_AUTH="user:password[,user2:password2]" turns on Gradio's login for shared deployments."""
+    env = os.environ if env is None else env
+    raw = env.get("SVI_AUTH", "").strip()
+    if not raw:
+        return None
+    pairs = []
+    for item in raw.split(","):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("SVI_AUTH must look like user:password[,user2:password2]")
+        pairs.append((user.strip(), password))
+    return pairs
+
+
+def launch(args: argparse.Namespace) -> int:
+    services = build_services(getattr(args, "data_dir", None), model=getattr(args, "model", None),
+                              weights_dir=getattr(args, "weights_dir", None))
+    demo = build_app(services)
+    # Waiting jobs are capped: a render is one queued job per project, never one per click.
+    demo.queue(max_size=64, default_concurrency_limit=4)
+    try:
+        demo.launch(server_name=getattr(args, "host", "127.0.0.1"), server_port=getattr(args, "port", 7860),
+                    share=bool(getattr(args, "share", False)), auth=auth_from_env(),
+                    allowed_paths=[str(services.media_dir)], show_error=True, ssr_mode=False,
+                    max_file_size="512mb", css=THEME_CSS, footer_links=["api"])
+    finally:
+        services.close()
+    return 0
