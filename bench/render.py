@@ -15,6 +15,7 @@ Last line: render: ours_s_per_clip=… naive_s_per_clip=… ratio=… rss_4=…M
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py sets it, before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
