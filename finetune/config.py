@@ -159,6 +159,8 @@ class TrainSettings:
     seed: int = knob(0, "seed of data order, augmentation, timesteps, noise and injections")
     error_recycling: bool = knob(True, "error-recycling fine-tuning; off: a plain LoRA fine-tune on the same data",
                                  svi="on (--use_error_recycling)")
+    overlap_recycling: bool = knob(True, "insert errors into the banks on a worker thread while the backward pass "
+                                         "runs (after the warm-up; same results as in series)", svi="off (serial)")
     checkpoint_every: int = knob(100, "save a checkpoint every N steps (0: only at the end)", svi="100")
     keep_checkpoints: int = knob(3, "checkpoints kept (oldest deleted first; 0 keeps all)")
     log_every: int = knob(1, "write a metrics line every N steps")

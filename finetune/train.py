@@ -226,6 +226,7 @@ class Trainer:
         self.total_steps = cfg.train.max_steps or cfg.train.epochs * self.steps_per_epoch
         self.step = 0
         self.tb = None
+        self._pool = None  # bank-insert worker thread, started on first use
 
     # ------------------------------------------------------------------ helpers
     def log(self, msg: str) -> None:
@@ -341,9 +342,22 @@ class Trainer:
         step = inject_errors(x0, noise, batch["y"], idx, self.banks, r, self.gen, y_null=batch["y_null"],
                              scheduler=self.scheduler)
 
-        # 3. The one forward, weighted loss, clipped AdamW update
+        # 3. The one forward and the weighted loss
         v_hat = self._forward(self.module, step, batch)
         loss = weighted_loss(v_hat, step)
+
+        # 4. Errors of the same forward into the banks. They need only v_hat, so after the warm-up
+        #    the insert (the l2 scan of a full grid) runs on a worker thread during the backward
+        #    pass; it is joined before the next step samples the banks, and nothing else draws from
+        #    the generator meanwhile, so results are those of the serial order. During the warm-up
+        #    the errors are all-gathered, a collective that must stay on this thread.
+        warm = self.banks is not None and r.in_warmup(self.step)
+        pending = None
+        if self.banks is not None and not warm and cfg.train.overlap_recycling:
+            pending = self._worker().submit(recycle_errors, step, v_hat.detach(), self.banks, r, self.gen,
+                                            scheduler=self.scheduler)
+
+        # 5. Clipped AdamW update (constant LR)
         self.acc.backward(loss)
         grad_norm = None
         if cfg.train.max_grad_norm > 0:
@@ -351,10 +365,10 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-        # 4. Errors of the same forward into the banks (gathered from all ranks during warm-up)
         kept = 0
-        if self.banks is not None:
-            warm = r.in_warmup(self.step)
+        if pending is not None:
+            kept = int(pending.result().keep.sum())
+        elif self.banks is not None:
             errors = recycle_errors(step, v_hat.detach(), self.banks, r, self.gen,
                                     gather=self.acc.gather if warm else None, scheduler=self.scheduler)
             kept = int(errors.keep.sum())
@@ -377,6 +391,13 @@ class Trainer:
             "bank_inserted_local": kept, "warmup": bool(self.banks is not None and r.in_warmup(self.step - 1)),
             "data_s": round(t_data, 4), "step_s": round(time.perf_counter() - t0, 4),
         }
+
+    def _worker(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bank-insert")
+        return self._pool
 
     @torch.no_grad()
     def eval_loss(self) -> float:
@@ -584,6 +605,9 @@ class Trainer:
             self._status("failed", error=f"{type(e).__name__}: {e}")
             raise
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             if fh is not None:
                 fh.close()
             if self.tb is not None:

@@ -209,6 +209,11 @@ def test_plain_mode_and_run_folder_guards(short_run, tmp_path):
         train(with_overrides(cfg, train={"resume": None}))
     with pytest.raises(ConfigError, match="y_error_num"):
         train(with_overrides(cfg, recycling={"y_error_num": 4}, train={"output_dir": str(tmp_path / "x")}))
+    # the bank insert on a worker thread (default) gives exactly the serial results
+    serial = train(with_overrides(cfg, train={"output_dir": str(tmp_path / "serial"), "max_steps": 9,
+                                              "overlap_recycling": False, "eval_every": 0}), log=lambda m: None)
+    losses = [r["loss"] for r in metrics(res.output_dir) if "loss" in r][:9]
+    assert [r["loss"] for r in metrics(serial.output_dir)] == losses
     plain = train(with_overrides(cfg, train={"output_dir": str(tmp_path / "plain"), "max_steps": 3,
                                              "error_recycling": False, "eval_every": 0}), log=lambda m: None)
     rows = metrics(plain.output_dir)
