@@ -30,6 +30,7 @@ camera pans pan zooms still static
 person figure man woman character stick dances dancing talks talking speaks speaking sings waves walks
 walking runs running arms legs head mouth opens closes
 scene changes cut to then
+as by cyan rests stands
 """.split()))
 
 TINY_TRANSFORMER = dict(

@@ -1,0 +1,116 @@
+"""Stage 3: the base I2V DiT (WanTransformer3DModel, svi.tiny.TINY_TRANSFORMER) by flow matching on cached samples.
+
+Inputs exactly as the renderer builds them (storyworld.train.cache): [x_t | mask | condition
+latents] (36 channels), t = 1000 sigma, the frozen umT5 prompt embedding and the CLIP tokens of the
+first condition frame. Per step: sigma drawn uniformly from svi.scheduler's 1000-point training
+grid (shift 5, as inference), x_t = (1 - sigma) x0 + sigma eps, target v = eps - x0, MSE weighted
+by FlowMatchScheduler.training_weights (SVI_SPEC 3.4). The prompt is replaced by the preset's
+negative-prompt embedding with probability --p-uncond, so classifier-free guidance has an
+unconditional branch to use. An EMA of the weights (decay ramping to --ema) is what gets exported
+(OUT/transformer); the text encoder stays frozen at its seeded random init (model card).
+
+    python -m storyworld.train.dit --cache out/storyworld-train/cache --out out/storyworld-train/dit --steps 6000 --resume
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from svi.presets import resolve_spec
+from svi.scheduler import FlowMatchScheduler
+
+from .cache import ASSETS, load_cache
+from .common import Run, base_parser, seed_everything, set_threads
+
+
+def build(init: Path, seed: int):
+    """The DiT to start from: the model folder's transformer (seeded random init in the bundled folder)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanTransformer3DModel.from_pretrained(init, local_files_only=True, torch_dtype=torch.float32)
+
+
+class Batches:
+    """Seeded minibatches over the cache; reloads new shards every `reload` steps (cache may still run)."""
+
+    def __init__(self, folder: Path, seed: int, reload: int = 200):
+        self.folder, self.seed, self.reload = folder, seed, reload
+        self.data, self._loaded_at = None, None
+
+    def get(self, step: int, size: int, p_uncond: float) -> dict:
+        epoch = step // self.reload
+        if self.data is None or self._loaded_at != epoch:
+            self.data, self._loaded_at = load_cache(self.folder), epoch
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        n = self.data["x0"].shape[0]
+        idx = torch.randint(0, n, (size,), generator=g)
+        text = self.data["text"][idx].float()  # (B, L, D)
+        drop = torch.rand(size, generator=g) < p_uncond
+        text[drop] = self.data["negative"].float()
+        return {"x0": self.data["x0"][idx].float(), "y": self.data["y"][idx].float(),
+                "clip": self.data["clip"][idx].float(), "text": text,
+                "sigma_index": torch.randint(0, 1000, (size,), generator=g),
+                "noise": torch.randn(self.data["x0"][idx].shape, generator=g), "n": n}
+
+
+def flow_loss(transformer, sched: FlowMatchScheduler, b: dict, weights: torch.Tensor) -> torch.Tensor:
+    sig = sched.training_sigmas().float()[b["sigma_index"]].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
+    x_t = sched.add_noise(b["x0"], b["noise"], sig)  # (B, 16, T, h, w)
+    target = sched.velocity_target(b["x0"], b["noise"])
+    t = sig.flatten() * sched.num_train_timesteps
+    v = transformer(torch.cat([x_t, b["y"]], dim=1), t, b["text"], b["clip"], return_dict=False)[0]
+    per = (v.float() - target).pow(2).mean(dim=(1, 2, 3, 4))  # (B,)
+    return (per * weights[b["sigma_index"]]).mean()
+
+
+@torch.no_grad()
+def ema_update(ema, model, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = base_parser(__doc__, steps=6000, every=250, lr=5e-4, batch=8)
+    ap.add_argument("--cache", type=Path, required=True, help="folder written by storyworld.train.cache")
+    ap.add_argument("--init", type=Path, default=ASSETS / "transformer", help="transformer folder to start from")
+    ap.add_argument("--p-uncond", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--warmup", type=int, default=200)
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    run = Run(args.out, args.seed)
+    sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
+    weights = sched.training_weights().float()
+    dit = build(args.init, args.seed).train()
+    ema = copy.deepcopy(dit).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
+    lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
+    start = run.resume({"dit": dit, "ema": ema}, opt) if args.resume else 0
+    run.truncate_log(start)
+    data = Batches(args.cache, args.seed)
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit", mininterval=5)
+    for step in bar:
+        b = data.get(step, args.batch, args.p_uncond)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = flow_loss(dit, sched, b, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, dit, min(args.ema, (1 + step) / (10 + step)))
+        run.log(step + 1, loss=loss.item(), grad_norm=gnorm.item(), lr=lr_at(step), samples=b["n"])
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % args.every == 0 or step + 1 == args.steps:
+            run.save(step + 1, {"dit": dit, "ema": ema}, opt)
+            ema.save_pretrained(args.out / "transformer")
+
+
+if __name__ == "__main__":
+    main()

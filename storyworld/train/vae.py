@@ -1,0 +1,114 @@
+"""Stage 1: the tiny Wan VAE (AutoencoderKLWan, svi.tiny.TINY_VAE) on storyworld frames and short clips.
+
+Mostly 5-frame clips (latent T = 2: the causal first-frame path and one 4-frame chunk, which is
+everything a 17-frame clip runs through) cropped to 32x32 px (the VAE is convolutional; a crop is
+12x cheaper than the 128x96 frame, and a training step with gradients costs ~10 s on this shared
+2-core CPU at full size), plus every 8th step two whole 128x96 single frames
+(the whole-frame context: sky, horizon, figure). Loss: L1 + L2 + an edge
+term (L1 of horizontal/vertical pixel differences: keeps the 1-2 px bones, mouth and object edges
+the analyzers read) + a small KL so latents stay bounded. The export (OUT/vae) carries the measured
+per-channel latents_mean / latents_std in its config, so normalised latents are ~N(0, 1) for the DiT.
+
+    python -m storyworld.train.vae --out runs/vae --steps 3000 --resume
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from svi.tiny import TINY_VAE
+
+from .common import Run, base_parser, seed_everything, set_threads, step_rng
+from .data import random_clip, to_pixels
+
+CLIP_FRAMES = 5
+CROP = 32
+
+
+def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L1 between the spatial finite differences of (B, 3, F, H, W) videos."""
+    dx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731
+    dy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731
+    return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
+
+
+def batch(seed: int, step: int, size: int, crop: int = CROP) -> torch.Tensor:
+    """(B, 3, F, H, W): every 8th step whole single frames (F = 1), else 5-frame clips cropped to crop x crop."""
+    rng = step_rng(seed, step)
+    if step % 8 == 7:
+        return to_pixels(np.stack([random_clip(rng, 1, 17) for _ in range(size)]))
+    clips = []
+    for _ in range(size):
+        clip = random_clip(rng, CLIP_FRAMES, 17)  # (F, H, W, 3)
+        y = int(rng.integers(0, clip.shape[1] - crop + 1)) // 8 * 8  # latent-grid aligned
+        x = int(rng.integers(0, clip.shape[2] - crop + 1)) // 8 * 8
+        clips.append(clip[:, y:y + crop, x:x + crop])
+    return to_pixels(np.stack(clips))
+
+
+def vae_loss(vae, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample()).sample  # (B, 3, F, H, W)
+    l1 = (rec - x).abs().mean()
+    l2 = (rec - x).pow(2).mean()
+    edge = edge_loss(rec, x)
+    kl = post.kl().mean() / x[0].numel()
+    loss = l1 + l2 + 0.5 * edge + kl_weight * kl
+    return loss, {"loss": loss.item(), "l1": l1.item(), "l2": l2.item(), "edge": edge.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def latent_stats(vae, seed: int, n: int = 6) -> tuple[list[float], list[float]]:
+    """Per-channel mean / std of posterior modes over n fresh 17-frame clips (the DiT's normalisation)."""
+    rng = step_rng(seed, 10**9)
+    mus = [vae.encode(to_pixels(random_clip(rng, 17)[None])).latent_dist.mode() for _ in range(n)]
+    z = torch.cat(mus).transpose(0, 1).flatten(1)  # (16, N)
+    return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
+
+
+def export(vae, path, seed: int) -> None:
+    mean, std = latent_stats(vae.eval(), seed)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(path)
+    vae.train()
+
+
+def build(seed: int):
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(**TINY_VAE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = base_parser(__doc__, steps=3000, every=100, lr=1e-3, batch=2)
+    ap.add_argument("--kl", type=float, default=1e-4, help="KL weight (per pixel value)")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    run = Run(args.out, args.seed)
+    vae = build(args.seed).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    start = run.resume({"vae": vae}, opt) if args.resume else 0
+    run.truncate_log(start)
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
+    for step in bar:
+        x = batch(args.seed, step, args.batch)
+        loss, parts = vae_loss(vae, x, args.kl)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        run.log(step + 1, frames=x.shape[2], **parts)
+        bar.set_postfix(l1=f"{parts['l1']:.4f}")
+        if (step + 1) % args.every == 0 or step + 1 == args.steps:
+            run.save(step + 1, {"vae": vae}, opt)
+            export(vae, args.out / "vae", args.seed)
+    if start >= args.steps and not (args.out / "vae").is_dir():
+        export(vae, args.out / "vae", args.seed)
+
+
+if __name__ == "__main__":
+    main()
