@@ -93,10 +93,13 @@ def run_info(args: argparse.Namespace) -> int:
         p = PRESETS[row["preset"]]
         v = p.variants[row["variant"]]
         status = "ready" if row["ready"] else "NOT READY"
-        print(f"  {row['preset']}/{row['variant']:<6} {status:<9} m={v.motion_frames} padding={v.padding} "
+        name = f"{row['preset']}/{row['variant']}"
+        print(f"  {name:<27} {status:<9} m={v.motion_frames} padding={v.padding} "
               f"cfg={v.text_cfg}{'' if v.audio_cfg is None else f'/audio {v.audio_cfg}'} fps={v.fps} "
               f"F={p.frames_per_clip} steps={p.steps} max={v.max_long}x{v.max_short}")
         print(f"      base: {row['base']} ({row['folder']})")
         if row["lora"] != "-":
             print(f"      lora: {row['lora']}")
+        if row["extra_missing"]:
+            print(f"      also missing: {', '.join(row['extra_missing'])}")
     return 0

@@ -104,19 +104,28 @@ def _find(spec: ModelSpec, name: str) -> Path:
 
 def weights_report() -> list[dict]:
     """Per preset and variant: where weights are looked for and what is missing (for `info` and the UI)."""
+    from .presets import resolve_spec
+
     rows = []
     for preset in PRESETS.values():
         folder = model_folder(preset)
         missing = missing_files(folder)
         for v in preset.variants.values():
+            spec = resolve_spec(preset.name, v.name)
             lora = "-"
             if v.lora_file:
-                from .presets import resolve_spec
-
-                spec = resolve_spec(preset.name, v.name)
                 found = [d / v.lora_file for d in lora_search_dirs(spec) if (d / v.lora_file).is_file()]
                 lora = str(found[0]) if found else f"missing {v.lora_file}"
+            extra = []
+            wanted = {"audio": ("audio_adapter",) if preset.adapters == "folder"
+                      else ("multitalk.safetensors", "chinese-wav2vec2-base"),
+                      "pose": ("pose_encoder",) if preset.adapters == "folder" else ()}
+            for need in v.needs:
+                for name in wanted[need]:
+                    if not any((d / name).exists() for d in [folder, *lora_search_dirs(spec)]):
+                        extra.append(name)
             rows.append({"preset": preset.name, "variant": v.name, "folder": str(folder),
                          "base": "ok" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}",
-                         "lora": lora, "ready": not missing and not lora.startswith("missing")})
+                         "lora": lora, "extra_missing": extra,
+                         "ready": not missing and not lora.startswith("missing") and not extra})
     return rows
