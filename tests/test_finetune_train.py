@@ -22,17 +22,17 @@ from finetune.config import ConfigError, TrainConfig, load_config_file
 from finetune.train import find_checkpoint, list_checkpoints, train, with_overrides
 
 from .conftest import ROOT
-from .test_finetune_data import write_svi_folder
+from .test_finetune_data import write_clip, write_keypoint_json, write_svi_folder, write_wav
 
 STEPS, K = 30, 3
 
 
-def tiny_config(data: Path, out: Path, cache: Path, **sections) -> TrainConfig:
+def tiny_config(data_root: Path, out: Path, cache: Path, **sections) -> TrainConfig:
     """9-frame 48x64 clips, rank-8 LoRA, small fifo banks: seconds per run on a CPU."""
     cfg = with_overrides(
         TrainConfig(),
         model={"preset": "storyworld-tiny", "variant": "shot"},
-        data={"kind": "svi", "root": str(data), "frames": 9, "height": 48, "width": 64, "views_per_video": 1,
+        data={"kind": "svi", "root": str(data_root), "frames": 9, "height": 48, "width": 64, "views_per_video": 1,
               "cache_dir": str(cache)},
         lora={"rank": 8, "alpha": 8.0},
         train={"output_dir": str(out), "max_steps": STEPS, "lr": 2e-3, "checkpoint_every": 15, "eval_every": 10,
@@ -220,6 +220,33 @@ def test_plain_mode_and_run_folder_guards(short_run, tmp_path):
     assert len(rows) == 3 and plain.bank_fill == 0
     assert all("bank_fill" not in r and r["y_injected"] == r["latent_injected"] == 0 for r in rows)
     assert (plain.output_dir / "lora.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind, extra", [("talk", "audio_proj.proj1.weight"), ("dance", "dwpose_embedding.12.weight")])
+def test_talk_and_dance_runs_train_their_adapter_with_the_lora(kind, extra, tmp_path):
+    from svi.lora import read_lora
+
+    for i in range(2):
+        write_clip(tmp_path / kind / f"c{i}.mp4", 14, seed=i)
+        if kind == "talk":
+            write_wav(tmp_path / kind / f"c{i}.wav", 14 / 8)
+        else:
+            write_keypoint_json(tmp_path / kind / f"c{i}.pose.json", 14)
+    cfg = tiny_config(tmp_path / kind, tmp_path / "run", tmp_path / "cache",
+                      data={"kind": kind, "root": str(tmp_path / kind)},
+                      train={"output_dir": str(tmp_path / "run"), "max_steps": 2, "eval_every": 0,
+                             "checkpoint_every": 0},
+                      recycling={"y_error_num": 1})
+    res = train(cfg, log=lambda m: None)
+    lf = read_lora(res.lora_path)
+    assert lf.pairs == 40 and extra in lf.extras  # adapter weights travel in the LoRA file, official names
+    ckpt = find_checkpoint(res.output_dir, "latest")
+    names = list(load_file(str(ckpt / "trainable.safetensors")))
+    adapter = [i for i, n in enumerate(names) if not n.startswith("transformer.")]
+    assert adapter, names[:5]
+    state = torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
+    assert len(state) == len(names)  # AdamW stepped every LoRA and adapter tensor: gradients reached them
+    assert sum(float(state[i]["exp_avg"].abs().sum()) > 0 for i in adapter) >= len(adapter) // 2
 
 
 # ---------------------------------------------------------------------------------------------- CLI
