@@ -1,0 +1,130 @@
+"""Does storyworld-tiny do what it is told? Prompt following, pose error and lip sync on generated clips.
+
+All through the real renderer (svi.render), scored by the storyworld analyzers:
+- prompt following: for --prompts random captions, the start image is the caption's first frame
+  and --clips clips are chained under the caption; over the LAST clip's frames, the share whose
+  place (and time of day) and object colour read back as the caption says. (The start image
+  carries place and colour, so this measures keeping them over a chain, not painting them.)
+- pose error (dance variant): a storyworld video of a dancing person gives the start image and the
+  skeleton track; mean keypoint error of the generated figure against that skeleton, as a fraction
+  of the frame's shorter side (frames with no figure found are counted separately).
+- audio-mouth correlation (talk variant): a storyworld video with speech gives the start image
+  and the wav; Pearson correlation of the generated mouth opening with the loudness envelope.
+
+    python bench/conditioning.py [--prompts 8] [--clips 2] [--svi] [--model DIR]
+Last line: conditioning: place=… colour=… prompt=… pose_error=… found=… lip_sync=…
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+
+def prompt_following(folder, lora, svi, n, clips, seed, tmp):
+    import storyworld as sw
+    from storyworld.analyze import prompt_match
+    from storyworld.train.evaluate import chain, make_renderer, start_image
+
+    r = make_renderer("shot", svi=svi, folder=folder, lora=lora)
+    rng = np.random.default_rng([seed, 11])
+    place, colour, both = [], [], []
+    for i in range(n):
+        caption = sw.random_caption(rng)
+        start_image(caption, tmp / f"p{i}.png", seed + i)
+        frames = chain(r, tmp / f"p{i}.png", [caption] * clips, seed=seed + i)[-1]
+        hits = [prompt_match(f, caption) for f in frames]
+        place += [h.place and h.time for h in hits]
+        colour += [h.colour for h in hits]
+        both += [h.place and h.time and h.colour for h in hits]
+        print(f"  {caption}: place {np.mean([h.place and h.time for h in hits]):.2f} "
+              f"colour {np.mean([h.colour for h in hits]):.2f}")
+    return float(np.mean(place)), float(np.mean(colour)), float(np.mean(both))
+
+
+def write_pose_track(path, keypoints, fps, width, height):
+    """storyworld keypoints (N, 33, 3) as the renderer's pose track file (svi.conditioning.pose).
+
+    storyworld.files.write_keypoints lists landmark names where PoseTrack wants the layout name,
+    so the track is built directly."""
+    from svi.conditioning.pose import PoseTrack
+
+    n = len(keypoints)
+    vis = keypoints[..., 2].astype(np.float32)
+    PoseTrack(keypoints[..., :2].astype(np.float32), np.zeros((n, 33), np.float32), vis, np.ones_like(vis),
+              np.ones(n, bool), float(fps), width, height, "storyworld", "generator", (), 0.0).save(path)
+
+
+def pose_following(folder, lora, svi, clips, seed, tmp):
+    import storyworld as sw
+    from storyworld.pose import pose_error
+    from storyworld.train.data import FPS, HEIGHT, WIDTH
+    from storyworld.train.evaluate import chain, make_renderer
+
+    caption = "a blue square rests in a desert by day while a person dances"
+    n_frames = 16 * clips + 1
+    video = sw.render([caption], n_frames, seed, width=WIDTH, height=HEIGHT, fps=FPS)
+    from PIL import Image
+
+    Image.fromarray(video.frames[0]).save(tmp / "dance.png")
+    write_pose_track(tmp / "dance.pose.json", video.keypoints, FPS, WIDTH, HEIGHT)
+    r = make_renderer("dance", svi=svi, folder=folder, lora=lora)
+    frames = np.concatenate(chain(r, tmp / "dance.png", [caption] * clips, seed=seed, pose=tmp / "dance.pose.json"))
+    err, found = pose_error(frames, video.keypoints[:len(frames)])
+    return float(np.nanmean(err)) if found.any() else float("nan"), float(found.mean())
+
+
+def lip_following(folder, lora, svi, clips, seed, tmp):
+    import storyworld as sw
+    from storyworld.files import write_wav
+    from storyworld.pose import lip_sync
+    from storyworld.train.data import FPS, HEIGHT, WIDTH
+    from storyworld.train.evaluate import chain, make_renderer
+
+    caption = "a green ring rests on a beach by day while a person stands"
+    n_frames = 16 * clips + 1
+    video = sw.render([caption], n_frames, seed, width=WIDTH, height=HEIGHT, fps=FPS)
+    from PIL import Image
+
+    Image.fromarray(video.frames[0]).save(tmp / "talk.png")
+    write_wav(tmp / "talk.wav", video.audio, 16000)
+    r = make_renderer("talk", svi=svi, folder=folder, lora=lora)
+    frames = np.concatenate(chain(r, tmp / "talk.png", [caption] * clips, seed=seed, audio=tmp / "talk.wav"))
+    return lip_sync(frames, video.audio[: int(len(frames) / FPS * 16000)], FPS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=8, help="random captions for prompt following")
+    ap.add_argument("--clips", type=int, default=2, help="clips chained per case")
+    ap.add_argument("--svi", action="store_true", help="with the SVI LoRA (default: base model)")
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--lora", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    from storyworld.train.cache import ASSETS
+
+    folder = args.model or ASSETS
+    tmp = Path(tempfile.mkdtemp(prefix="cond-"))
+    print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
+    place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp)
+    pose, found = pose_following(folder, args.lora, args.svi, args.clips, args.seed, tmp)
+    lips = lip_following(folder, args.lora, args.svi, args.clips, args.seed, tmp)
+    print(f"prompt following: place+time {place:.1%}, colour {colour:.1%}, both {both:.1%} (goal >= 80%)")
+    print(f"pose error: {pose:.3f} of the short side, figure found in {found:.0%} of frames (goal <= 0.10)")
+    print(f"audio-mouth correlation: {lips:.2f} (goal >= 0.5)")
+    print(f"conditioning: place={place:.3f} colour={colour:.3f} prompt={both:.3f} pose_error={pose:.3f} "
+          f"found={found:.2f} lip_sync={lips:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Drift over a long chain: base storyworld-tiny vs the SVI model (base + error-recycling LoRA).
+
+Chains N clips (default 50) from a storyworld start image, once under one prompt and once under a
+prompt stream (the object's motion and the person's action change every --every clips, the place
+and time stay, so a drift in the look is the model's, not the story's), for the base model and the
+SVI model, through the real renderer (svi.render). Drift of clip k = the storyworld drift score
+(colour statistics, sharpness, high-frequency energy and saturation against clip 1; 0 = identical
+look). Prints the per-clip table, writes a PNG plot, and ends with
+
+    drift: clips=N base=<base drift at clip N> svi=<svi drift at clip N> ratio=<svi/base> (one prompt;
+    'at clip N' = mean of the last 3 clips)
+
+    python bench/drift.py [--clips 50] [--every 5] [--variant shot] [--plot out/drift.png] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+CAPTION = "a red circle bounces on a beach by day while a person waves"
+STREAM = [  # same place and time: only motion / action change
+    "a red circle bounces on a beach by day while a person waves",
+    "a red circle moves right on a beach by day while a person dances",
+    "a red circle rests on a beach by day while a person walks",
+    "a red circle moves left on a beach by day while a person jumps",
+    "a red circle grows on a beach by day while a person stands",
+]
+
+
+def tail_mean(curve: np.ndarray, k: int = 3) -> float:
+    """Drift at the last clip, averaged over the last k clips (one clip alone is noisy), never clip 1 itself."""
+    return float(np.mean(curve[-min(k, len(curve) - 1):]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=50)
+    ap.add_argument("--every", type=int, default=5, help="prompt stream: clips per prompt")
+    ap.add_argument("--variant", default="shot", help="storyworld-tiny variant (shot: m=1 + ref padding; film: m=5)")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled storyworld-tiny)")
+    ap.add_argument("--lora", type=Path, default=None, help="SVI LoRA file (default: MODEL/svi-lora.safetensors)")
+    ap.add_argument("--plot", type=Path, default=Path("out/drift.png"))
+    args = ap.parse_args(argv)
+    if args.clips < 2:
+        ap.error("--clips must be at least 2 (drift is measured against clip 1)")
+
+    from tqdm import tqdm
+
+    from storyworld.train.cache import ASSETS
+    from storyworld.train.evaluate import chain, drift_curve, make_renderer, start_image
+
+    folder = args.model or ASSETS
+    tmp = Path(tempfile.mkdtemp(prefix="drift-"))
+    start_image(CAPTION, tmp / "start.png", args.seed)
+    stream = [STREAM[(i // args.every) % len(STREAM)] for i in range(args.clips)]
+    curves: dict[tuple[str, str], np.ndarray] = {}
+    t0 = time.perf_counter()
+    runs = [(m, p) for m in ("base", "svi") for p in ("one prompt", "prompt stream")]
+    for model, prompts in tqdm(runs, desc="chains"):
+        r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps)
+        clips = chain(r, tmp / "start.png", [CAPTION] * args.clips if prompts == "one prompt" else stream,
+                      seed=args.seed)
+        curves[(model, prompts)] = drift_curve(clips)
+    secs = time.perf_counter() - t0
+
+    print(f"per-clip drift vs clip 1 ({args.variant}, {args.clips} clips, {secs:.0f} s for {4 * args.clips} clips)")
+    print("clip  base/one  svi/one  base/stream  svi/stream")
+    for k in range(args.clips):
+        print(f"{k + 1:4d}  {curves['base', 'one prompt'][k]:8.3f}  {curves['svi', 'one prompt'][k]:7.3f}  "
+              f"{curves['base', 'prompt stream'][k]:11.3f}  {curves['svi', 'prompt stream'][k]:10.3f}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, prompts in zip(axes, ("one prompt", "prompt stream")):
+        for model, colour in (("base", "tab:red"), ("svi", "tab:blue")):
+            ax.plot(np.arange(1, args.clips + 1), curves[model, prompts], color=colour,
+                    label=f"{model}{' + SVI LoRA' if model == 'svi' else ''}")
+        ax.set_title(f"storyworld-tiny {args.variant}: {prompts}")
+        ax.set_xlabel("clip")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("drift vs clip 1 (storyworld score)")
+    axes[0].legend()
+    fig.tight_layout()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.plot, dpi=110)
+    print(f"plot: {args.plot}")
+
+    sb, ss = tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"])
+    print(f"stream: clips={args.clips} base={sb:.3f} svi={ss:.3f} ratio={ss / max(sb, 1e-9):.2f}")
+    b, s = tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"])
+    print(f"drift: clips={args.clips} base={b:.3f} svi={s:.3f} ratio={s / max(b, 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()

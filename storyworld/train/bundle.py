@@ -1,0 +1,66 @@
+"""Assemble a complete storyworld-tiny model folder from the stages' exports.
+
+Copies BASE (default: the bundled folder) to --into unless they are the same, then replaces vae/
+with the VAE stage's export, transformer/ with the DiT stage's EMA export and (optionally)
+svi-lora.safetensors with the SVI stage's LoRA; the text encoder, tokenizer, CLIP image encoder and
+the talk/dance adapters are kept. model_index.json records where each part came from.
+
+    python -m storyworld.train.bundle --vae out/storyworld-train/vae/vae \
+        --dit out/storyworld-train/dit/transformer --into assets/models/storyworld-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from .cache import ASSETS
+from .evaluate import SVI_LORA
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"{src / name} is missing (has the stage exported yet?)")
+    tmp = dst.with_name(dst.name + ".new")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Path | None = None,
+           lora: Path | None = None, note: str | None = None) -> Path:
+    into = Path(into)
+    if into.resolve() != Path(base).resolve():
+        shutil.rmtree(into, ignore_errors=True)
+        shutil.copytree(base, into)
+    if vae is not None:
+        _replace_dir(Path(vae), into / "vae")
+    if dit is not None:
+        _replace_dir(Path(dit), into / "transformer")
+    if lora is not None:
+        shutil.copyfile(lora, into / SVI_LORA)
+    index = json.loads((into / "model_index.json").read_text())
+    if note:
+        index["_note"] = note
+    (into / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return into
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--into", type=Path, required=True)
+    ap.add_argument("--base", type=Path, default=ASSETS)
+    ap.add_argument("--vae", type=Path)
+    ap.add_argument("--dit", type=Path)
+    ap.add_argument("--lora", type=Path)
+    ap.add_argument("--note", default=None)
+    args = ap.parse_args(argv)
+    print(bundle(args.into, base=args.base, vae=args.vae, dit=args.dit, lora=args.lora, note=args.note))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Render storyworld chains with the real engine and score them: shared by bench/drift.py,
+bench/conditioning.py and the bundled-weights tests.
+
+Everything goes through svi (plan -> Renderer.stream) exactly as the app renders, so a figure here
+is a figure of the product, not of a training-side shortcut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+import storyworld as sw
+from storyworld.drift import drift_score
+from svi.engine import build_conditioners
+from svi.lora import apply_loras
+from svi.models import load_components, use_onednn_conv3d
+from svi.planning import plan
+from svi.presets import resolve_spec
+from svi.render import Renderer
+from svi.timeline import AudioSegment, PoseSegment, PromptSegment, Storyboard
+
+from .cache import ASSETS
+from .data import FPS, HEIGHT, WIDTH
+
+SVI_LORA = "svi-lora.safetensors"  # the error-recycling LoRA, beside the base weights
+
+
+def start_image(caption: str, path: Path, seed: int = 0) -> np.ndarray:
+    """Write the first frame of the caption's storyworld scene as a PNG; returns it (H, W, 3) uint8."""
+    frame = sw.render([caption], 1, seed, width=WIDTH, height=HEIGHT, fps=FPS).frames[0]
+    Image.fromarray(frame).save(path)
+    return frame
+
+
+def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = ASSETS,
+                  lora: Path | None = None, steps: int | None = None) -> Renderer:
+    """A CPU renderer of storyworld-tiny weights in `folder`; svi=True adds the SVI LoRA (folder/svi-lora.safetensors
+    unless `lora` names another file)."""
+    spec = dataclasses.replace(resolve_spec("storyworld-tiny", variant, steps=steps), weights_dir=str(folder))
+    c = load_components(spec, "cpu", folder=folder)
+    use_onednn_conv3d(c.vae)
+    files = []
+    if svi:
+        path = Path(lora) if lora is not None else Path(folder) / SVI_LORA
+        if not path.is_file():
+            raise FileNotFoundError(f"SVI LoRA not found: {path} (train it with python -m storyworld.train.svi)")
+        files = apply_loras(c.transformer, [(path, 1.0)])
+    audio, pose = build_conditioners(spec, c, files)
+    return Renderer(c, spec, audio=audio, pose=pose)
+
+
+def chain(renderer: Renderer, image: Path, prompts: Sequence[str], *, seed: int = 0,
+          audio: Path | None = None, pose: Path | None = None) -> list[np.ndarray]:
+    """Render len(prompts) clips (clip i under prompts[i]); returns each clip's full decoded frames
+    (appended frames; clip 0 includes the start frame's reconstruction) as (n, H, W, 3) uint8."""
+    spec = renderer.spec
+    step_s = (spec.frames_per_clip - spec.motion_frames) / spec.fps  # seconds one clip adds
+    segs, t = [], 0.0
+    for i, p in enumerate(prompts):  # merge runs of the same prompt into one segment
+        if segs and segs[-1].text == p:
+            segs[-1] = dataclasses.replace(segs[-1], end=(i + 1) * step_s)
+        else:
+            segs.append(PromptSegment(i * step_s, (i + 1) * step_s, p))
+    end = len(prompts) * step_s
+    board = Storyboard(start_image=str(image), prompts=tuple(segs),
+                       audio=(AudioSegment(0.0, end, str(audio)),) if audio else (),
+                       poses=(PoseSegment(0.0, end, str(pose)),) if pose else ())
+    board = board.with_settings(seed=seed, variant=spec.variant, duration=end)
+    clip_plan = plan(board, spec, max_clips=len(prompts))
+    return [r.frames for r in renderer.stream(clip_plan)]
+
+
+def drift_curve(clips: Sequence[np.ndarray]) -> np.ndarray:
+    """(n,) storyworld drift score of every clip against clip 1 (0 at clip 1)."""
+    return drift_score(list(clips))
+
+
+@torch.no_grad()
+def prompt_accuracy(frames: np.ndarray, caption: str) -> dict[str, float]:
+    """Share of frames whose place / time / colour / shape read back as the caption says."""
+    from storyworld.analyze import prompt_match
+
+    hits = [prompt_match(f, caption) for f in frames]
+    return {k: float(np.mean([getattr(h, k) for h in hits])) for k in ("place", "time", "colour", "shape")}
