@@ -417,7 +417,9 @@ class Trainer:
             batch["audio_latter"] = sample["audio_latter"][None].to(dev).expand(n, -1, -1, -1, -1)
         if "pose" in sample:
             batch["pose"] = sample["pose"][None].to(dev).expand(n, -1, -1, -1, -1)
-        v_hat = self._forward(self.acc.unwrap_model(self.module), step, batch)
+        # FSDP shards the weights: its forward is a collective that every rank must run, wrapped.
+        module = self.module if self.fsdp else self.acc.unwrap_model(self.module)
+        v_hat = self._forward(module, step, batch)
         return float(weighted_loss(v_hat, step))
 
     # ------------------------------------------------------------------ checkpoints
@@ -570,9 +572,11 @@ class Trainer:
         evals: list[tuple[int, float]] = []
         every = cfg.train.eval_every
         try:
-            if self.main and every and self.step == 0:
+            evaluates = self.main or self.fsdp  # see eval_loss
+            if evaluates and every and self.step == 0:
                 evals.append((0, self.eval_loss()))
-                self._write_metrics(fh, {"step": 0, "eval_loss": evals[-1][1]})
+                if self.main:
+                    self._write_metrics(fh, {"step": 0, "eval_loss": evals[-1][1]})
             bar = tqdm(total=self.total_steps, initial=self.step, desc="finetune", unit="step",
                        disable=not (self.main and cfg.train.progress), dynamic_ncols=True)
             while self.step < self.total_steps:
@@ -583,7 +587,7 @@ class Trainer:
                     fill = self.banks.data.fill()
                     row["bank_fill"] = int(fill.sum())
                     row["bank_grids_filled"] = int((fill > 0).sum())
-                if self.main and every and self.step % every == 0:
+                if evaluates and every and self.step % every == 0:
                     row["eval_loss"] = self.eval_loss()
                     evals.append((self.step, row["eval_loss"]))
                 if self.main and (self.step % cfg.train.log_every == 0 or "eval_loss" in row):
