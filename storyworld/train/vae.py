@@ -6,7 +6,8 @@ everything a 17-frame clip runs through) cropped to 32x32 px (the VAE is convolu
 2-core CPU at full size), plus every 8th step two whole 128x96 single frames
 (the whole-frame context: sky, horizon, figure). Loss: L1 + L2 + an edge
 term (L1 of horizontal/vertical pixel differences: keeps the 1-2 px bones, mouth and object edges
-the analyzers read) + a small KL so latents stay bounded. The export (OUT/vae) carries the measured
+the analyzers read) + a small KL so latents stay bounded; the posterior mode is decoded (a plain
+autoencoder in the Wan VAE class). The export (OUT/vae) carries the measured
 per-channel latents_mean / latents_std in its config, so normalised latents are ~N(0, 1) for the DiT.
 
     python -m storyworld.train.vae --out runs/vae --steps 3000 --resume
@@ -50,7 +51,10 @@ def batch(seed: int, step: int, size: int, crop: int = CROP) -> torch.Tensor:
 
 def vae_loss(vae, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
     post = vae.encode(x).latent_dist
-    rec = vae.decode(post.sample()).sample  # (B, 3, F, H, W)
+    # Decode the posterior mode, as inference does (svi.encoders.vae_encode): sampling with the
+    # initial unit variance buried the signal (L1 stuck near 0.3 for 200+ steps); the KL term still
+    # keeps the means bounded.
+    rec = vae.decode(post.mode()).sample  # (B, 3, F, H, W)
     l1 = (rec - x).abs().mean()
     l2 = (rec - x).pow(2).mean()
     edge = edge_loss(rec, x)
@@ -68,8 +72,8 @@ def latent_stats(vae, seed: int, n: int = 6) -> tuple[list[float], list[float]]:
     return z.mean(1).tolist(), z.std(1).clamp_min(1e-3).tolist()
 
 
-def export(vae, path, seed: int) -> None:
-    mean, std = latent_stats(vae.eval(), seed)
+def export(vae, path, seed: int, stats_clips: int = 6) -> None:
+    mean, std = latent_stats(vae.eval(), seed, stats_clips)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(path)
     vae.train()
@@ -85,6 +89,7 @@ def build(seed: int):
 def main(argv: list[str] | None = None) -> None:
     ap = base_parser(__doc__, steps=3000, every=100, lr=1e-3, batch=2)
     ap.add_argument("--kl", type=float, default=1e-4, help="KL weight (per pixel value)")
+    ap.add_argument("--stats-clips", type=int, default=6, help="17-frame clips measured for latents_mean/std")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     seed_everything(args.seed)
@@ -105,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         bar.set_postfix(l1=f"{parts['l1']:.4f}")
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             run.save(step + 1, {"vae": vae}, opt)
-            export(vae, args.out / "vae", args.seed)
+            export(vae, args.out / "vae", args.seed, args.stats_clips)
     if start >= args.steps and not (args.out / "vae").is_dir():
-        export(vae, args.out / "vae", args.seed)
+        export(vae, args.out / "vae", args.seed, args.stats_clips)
 
 
 if __name__ == "__main__":
