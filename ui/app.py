@@ -21,7 +21,11 @@ THEME_CSS = """
 
 
 def build_app(services: Services) -> gr.Blocks:
+    from .tab_finetune import build_finetune
+    from .tab_models import build_models
     from .tab_projects import build_projects
+    from .tab_render import build_render
+    from .tab_storyboard import build_storyboard
 
     with gr.Blocks(title="SVI Storyboard", analytics_enabled=False) as demo:
         with gr.Row():
@@ -32,7 +36,15 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Tabs(selected="projects") as tabs:
             with gr.Tab("Projects", id="projects"):
                 projects = build_projects(services, current)
-        loaders = [(projects.refresh, [current], projects.refresh_outputs)]
+            with gr.Tab("Storyboard", id="storyboard"):
+                storyboard = build_storyboard(services, current)
+            with gr.Tab("Render", id="render"):
+                render = build_render(services, current)
+            with gr.Tab("Models", id="models"):
+                models = build_models(services)
+            with gr.Tab("Finetune", id="finetune"):
+                finetune = build_finetune(services)
+        loaders = [(projects.refresh, [current], projects.refresh_outputs), storyboard.loader, render.loader]
 
         def show_header(name: str | None) -> str:
             return f"Project: **{name}**" if name else "No project open."
@@ -43,6 +55,8 @@ def build_app(services: Services) -> gr.Blocks:
                                 api_visibility="private")
             for fn, inputs, outputs in loaders:
                 dep = dep.then(fn, inputs, outputs, api_visibility="private")
+            fn, inputs, outputs, kw = render.follow
+            dep.then(fn, inputs, outputs, **kw)  # attach to a render in progress, if any
 
         for ev in projects.opened:
             after_open(ev, switch=True)
@@ -57,6 +71,8 @@ def build_app(services: Services) -> gr.Blocks:
                 return name if project_exists(s, name) else ""
 
         after_open(demo.load(restore, [saved], [current], api_visibility="private"), switch=False)
+        for fn, inputs, outputs in (models.loader, finetune.loader):
+            demo.load(fn, inputs, outputs, api_visibility="private")
     return demo
 
 

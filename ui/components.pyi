@@ -52,3 +52,32 @@ class ProjectList(JsonHtml):
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component
+class Timeline(JsonHtml):
+    """The storyboard timeline. Value: timeline_ops.timeline_state JSON. Events: `select_segment`
+    ({track, id, segment}) and `saved` ({version}). Edits are saved through `save_tracks`."""
+
+    def __init__(self, save_tracks: Callable, value: Any = None, **kwargs):
+        if save_tracks.__name__ != "save_tracks":
+            raise ValueError("the timeline's JS calls server.save_tracks; pass a function of that name")
+        super().__init__("timeline", value if value is not None else {}, shell=TIMELINE_SHELL,
+                         server_functions=[save_tracks], **kwargs)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    
+class ClipStrip(JsonHtml):
+    """Clip cards (thumbnail, time, status, takes). Value: {cards, selected, rendering}; event `pick_clip` {index}."""
+
+    def __init__(self, value: Any = None, **kwargs):
+        super().__init__("clip_strip", value if value is not None else {"cards": []},
+                         shell='<div class="cstrip" role="list" aria-label="Clips"></div>', **kwargs)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+    

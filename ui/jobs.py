@@ -275,7 +275,7 @@ class RenderJobs:
         renderer = self._renderer(spec)
         speeds = services.speeds
         per_clip = speeds.clip_seconds(spec.model_id, services.device, plan.clips[first].steps) if speeds else None
-        self._set(job, status="running", current_clip=first, step=0, steps=plan.clips[first].steps,
+        self._set(job, status="running", message="", current_clip=first, step=0, steps=plan.clips[first].steps,
                   eta_s=per_clip * (len(plan) - first) if per_clip else None)
 
         # 3. Render; each finished clip becomes a take (storage) and an mp4 segment (the page)
