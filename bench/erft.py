@@ -17,11 +17,14 @@ Last line: erft: step_s=... plain_step_s=... overhead=... bank_mb=...
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py sets it, before torch loads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -10,13 +10,17 @@ overrides the defaults. Each help line gives the default here and the official S
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import typing
 
-from .config import SECTIONS, ConfigError, TrainConfig, coerce, flag_name, knobs, load_config_file
+if __name__ == "__main__":  # before torch loads, as app.py: spinning OpenMP threads starve each other
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import typing  # noqa: E402
+
+from .config import SECTIONS, ConfigError, TrainConfig, coerce, flag_name, knobs, load_config_file  # noqa: E402
 
 EPILOG = """\
 Ready-made configs: finetune/configs/tiny.yaml (storyworld-tiny on a CPU), svi_shot.yaml,
