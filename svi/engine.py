@@ -56,10 +56,17 @@ def build_conditioners(spec: ModelSpec, components, lora_files: list[LoraFile]):
                 adapter.load_multitalk(state)
             except ValueError as e:
                 raise MissingWeightsError(folder, [f"multitalk.safetensors ({e})"]) from None
+        trained = {k: v for lf in lora_files for k, v in lf.extras.items()
+                   if k.startswith("audio_proj.") or ".audio_cross_attn." in k or ".norm_x." in k}
+        if trained:  # a fine-tuned talk LoRA carries its audio adapter: it replaces the base one
+            adapter.load_multitalk(trained)
         audio = AudioConditioner(adapter, components.transformer, spec.fps, wav2vec)
     if "pose" in spec.needs:
         if spec.adapters == "folder":
             encoder = load_pose_encoder(folder / "pose_encoder")
+            trained = {k: v for lf in lora_files for k, v in lf.extras.items() if k.startswith("dwpose_embedding.")}
+            if trained:  # a fine-tuned dance LoRA carries its pose encoder
+                encoder.load_dwpose(trained)
         else:  # svi-dance ships dwpose_embedding.* inside its LoRA file
             from .conditioning.pose_encoder import PoseEncoder
 
