@@ -161,3 +161,22 @@ def test_release_layout_talk_and_dance_at_toy_scale(tmp_path, start_image, monke
     sb = Storyboard(start_image, (PromptSegment(0, 3, "x"),), poses=(PoseSegment(0, 3, pose),))
     (clip,) = list(dance.stream(plan(sb, dance_spec, max_clips=1)))
     assert clip.frames.shape == (81, 96, 128, 3)
+
+
+def test_finetuned_talk_lora_carries_its_audio_adapter(tmp_path):
+    """A talk LoRA from our trainer holds adapter weights beside the LoRA pairs; they replace the
+    bundled adapter (and a dance LoRA's dwpose_embedding replaces the bundled pose encoder)."""
+    from safetensors.torch import save_file
+
+    from svi.conditioning.runtime import load_audio_adapter
+
+    base = load_audio_adapter(ROOT / "assets/models/storyworld-tiny/audio_adapter")
+    tuned = {f"diffusion_model.{k}": v + 0.5 for k, v in base.state_dict().items()}
+    tuned["diffusion_model.blocks.0.self_attn.q.lora_A.weight"] = torch.randn(4, 128) * 0.1
+    tuned["diffusion_model.blocks.0.self_attn.q.lora_B.weight"] = torch.randn(128, 4) * 0.1
+    save_file(tuned, tmp_path / "talk-lora.safetensors")
+    spec = resolve_spec("storyworld-tiny", "talk", extra_loras=((str(tmp_path / "talk-lora.safetensors"), 1.0),))
+    renderer, _ = build_renderer(spec, "cpu")
+    got = renderer.audio.adapter.state_dict()
+    for k, v in base.state_dict().items():
+        assert torch.allclose(got[k], v + 0.5)
