@@ -11,9 +11,12 @@ autoencoder in the Wan VAE class). The export (OUT/vae) carries the measured
 per-channel latents_mean / latents_std in its config, so normalised latents are ~N(0, 1) for the DiT.
 
     python -m storyworld.train.vae --out runs/vae --steps 3000 --resume
+    python -m storyworld.train.vae --out runs/vae-dec --decoder-from runs/vae --steps 3000 --resume
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from svi.tiny import TINY_VAE
 
-from .common import Run, base_parser, seed_everything, set_threads, step_rng
+from .common import CKPT, Run, base_parser, seed_everything, set_threads, step_rng
 from .data import random_clip, to_pixels
 
 CLIP_FRAMES = 5
@@ -49,8 +52,9 @@ def batch(seed: int, step: int, size: int, crop: int = CROP) -> torch.Tensor:
     return to_pixels(np.stack(clips))
 
 
-def vae_loss(vae, x: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
-    post = vae.encode(x).latent_dist
+def vae_loss(vae, x: torch.Tensor, kl_weight: float, frozen_encoder: bool = False) -> tuple[torch.Tensor, dict]:
+    with torch.set_grad_enabled(not frozen_encoder and torch.is_grad_enabled()):
+        post = vae.encode(x).latent_dist
     # Decode the posterior mode, as inference does (svi.encoders.vae_encode): sampling with the
     # initial unit variance buried the signal (L1 stuck near 0.3 for 200+ steps); the KL term still
     # keeps the means bounded.
@@ -90,21 +94,29 @@ def main(argv: list[str] | None = None) -> None:
     ap = base_parser(__doc__, steps=3000, every=100, lr=1e-3, batch=2)
     ap.add_argument("--kl", type=float, default=1e-4, help="KL weight (per pixel value)")
     ap.add_argument("--stats-clips", type=int, default=6, help="17-frame clips measured for latents_mean/std")
+    ap.add_argument("--decoder-from", type=Path, default=None,
+                    help="decoder-only phase: start from this run's state.pt, encoder frozen (latent space fixed, "
+                         "so DiT latents cached from it stay valid while the decoder keeps improving)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
     vae = build(args.seed).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    frozen = args.decoder_from is not None
+    if frozen:
+        vae.load_state_dict(torch.load(args.decoder_from / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = run.resume({"vae": vae}, opt) if args.resume else 0
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
     for step in bar:
         x = batch(args.seed, step, args.batch)
-        loss, parts = vae_loss(vae, x, args.kl)
+        loss, parts = vae_loss(vae, x, args.kl, frozen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
         opt.step()
         run.log(step + 1, frames=x.shape[2], **parts)
         bar.set_postfix(l1=f"{parts['l1']:.4f}")
