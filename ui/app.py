@@ -17,6 +17,7 @@ from .services import Services, build_services
 THEME_CSS = """
 .gradio-container { max-width: 1500px !important; }
 #app-title h1 { margin: 0; font-size: 1.4rem; }
+#app-ready { display: none !important; }
 """
 
 
@@ -32,6 +33,8 @@ def build_app(services: Services) -> gr.Blocks:
             gr.Markdown("# SVI Storyboard", elem_id="app-title")
             header = gr.Markdown("No project open.", elem_id="current-project")
         current = gr.Textbox(visible=False, label="current project", elem_id="current-project-name")
+        # Set once the page's load chain has run (tests and scripts wait for it before acting).
+        ready = gr.HTML("", elem_id="app-ready", container=False)
         saved = gr.BrowserState("", storage_key="svi_storyboard_project")
         with gr.Tabs(selected="projects") as tabs:
             with gr.Tab("Projects", id="projects"):
@@ -57,6 +60,7 @@ def build_app(services: Services) -> gr.Blocks:
                 dep = dep.then(fn, inputs, outputs, api_visibility="private")
             fn, inputs, outputs, kw = render.follow
             dep.then(fn, inputs, outputs, **kw)  # attach to a render in progress, if any
+            return dep
 
         for ev in projects.opened:
             after_open(ev, switch=True)
@@ -70,9 +74,10 @@ def build_app(services: Services) -> gr.Blocks:
             with services.Session() as s:
                 return name if project_exists(s, name) else ""
 
-        after_open(demo.load(restore, [saved], [current], api_visibility="private"), switch=False)
+        loaded = after_open(demo.load(restore, [saved], [current], api_visibility="private"), switch=True)
         for fn, inputs, outputs in (models.loader, finetune.loader):
-            demo.load(fn, inputs, outputs, api_visibility="private")
+            loaded = loaded.then(fn, inputs, outputs, api_visibility="private")
+        loaded.then(lambda: '<span data-ready="1"></span>', None, [ready], api_visibility="private")
     return demo
 
 

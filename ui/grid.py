@@ -44,3 +44,8 @@ def snap(t: float, spec: ModelSpec) -> float:
         return 0.0
     k = max(0, round((t - first) / step))
     return clip_end_s(spec, int(k)) if math.isfinite(t) else 0.0
+
+
+def fmt_s(t: float) -> str:
+    """Seconds as people read clip edges: at most 3 decimals, no trailing zeros (2.125, 4, 0.5)."""
+    return f"{round(float(t), 3):.3f}".rstrip("0").rstrip(".")

@@ -111,6 +111,7 @@ def build_projects(services: Services, current: gr.Textbox) -> ProjectsHandles:
     # ------------------------------------------------------------------ wiring
     lists = [plist, select]
     created = create.click(create_project, [image, new_name], [current], api_name="create_project")
+    created.success(lambda: (None, ""), None, [image, new_name], api_visibility="private")
     opened = open_btn.click(open_project, [select], [current], api_name="open_project")
     card_opened = plist.open_project(open_card, None, [current], api_visibility="private")
     plist.pick(pick_card, None, [select], api_visibility="private")

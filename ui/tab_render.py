@@ -16,6 +16,7 @@ from . import render_ops as R
 from .components import ClipStrip, dumps
 from .errors import UserError, known_errors, tidy, user_errors
 from .export import export_video, latest_export
+from .grid import fmt_s
 from .jobs import JobView
 from .services import Services
 
@@ -150,7 +151,7 @@ def build_render(services: Services, current: gr.Textbox) -> RenderHandles:
 
     def detail_outputs(name, index):
         d = R.clip_detail(services, name, index)
-        info = (f"**Clip {index + 1}** · {d.start_s:.2f}–{d.end_s:.2f} s · **{d.status}** · seed {d.seed}\n\n"
+        info = (f"**Clip {index + 1}** · {fmt_s(d.start_s)}–{fmt_s(d.end_s)} s · **{d.status}** · seed {d.seed}\n\n"
                 f"{d.prompt}")
         choices = [(f"take {t['id']} · seed {t['seed']} · {t['seconds']} s · {t['created']}"
                     + (" · chosen" if t["chosen"] else ""), t["id"]) for t in d.takes]

@@ -14,6 +14,7 @@ from svi.presets import PRESETS
 from . import timeline_ops as T
 from .components import Timeline
 from .errors import known_errors, tidy, user_errors
+from .grid import fmt_s
 from .loras import registered_loras
 from .services import Services
 
@@ -40,9 +41,12 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
             state, created = T.apply_tracks(services, name, data.get("version"), data.get("tracks"),
                                             known_media=set(data.get("known") or []))
             return {"ok": True, "state": state, "created": created}
-        except ConflictError as e:
-            return {"ok": False, "conflict": True, "error": tidy(str(e)) + " Your change was not applied; the "
-                    "timeline now shows their version.", "state": T.timeline_state(services, name)}
+        except ConflictError:
+            state = T.timeline_state(services, name)
+            return {"ok": False, "conflict": True, "state": state,
+                    "error": f"Not saved: {name!r} was changed in another window or by someone else (it is now at "
+                             f"version {state['version']}). The timeline shows that version; apply your change "
+                             f"again if you still want it."}
         except known_errors() as e:
             return {"ok": False, "error": "Not saved: " + tidy(str(e))}
 
@@ -72,12 +76,12 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
                     with gr.Column():
                         audio_file = gr.File(label="Audio (wav, mp3, flac, ogg, m4a)", type="filepath",
                                              elem_id="audio-file")
-                        audio_at = gr.Number(label="Start at (s; blank: after the last audio)", elem_id="audio-at")
+                        audio_at = gr.Number(label="Start at (s; 0: after the last audio segment)", elem_id="audio-at")
                         audio_btn = gr.Button("Add audio segment", elem_id="add-audio")
                     with gr.Column():
                         pose_file = gr.File(label="Pose (.pose.json / .npz) or a driving video", type="filepath",
                                             elem_id="pose-file")
-                        pose_at = gr.Number(label="Start at (s; blank: after the last pose)", elem_id="pose-at")
+                        pose_at = gr.Number(label="Start at (s; 0: after the last pose segment)", elem_id="pose-at")
                         pose_btn = gr.Button("Add pose segment", elem_id="add-pose")
         with gr.Column(scale=2, min_width=300):
             start_img = gr.HTML(elem_id="start-image")
@@ -115,8 +119,9 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
                 set_lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale", elem_id="set-lora-scale")
                 set_apply = gr.Button("Apply settings", elem_id="apply-settings")
 
+    form_base = gr.State(None)  # the segment as it was when selected: the side form's merge base
     form = [seg_info, seg_start, seg_end, seg_text, seg_negative, seg_cfg, seg_seed, seg_offset, seg_speed,
-            prompt_box, media_box]
+            prompt_box, media_box, form_base]
     settings_fields = [set_model, set_variant, set_seed, set_steps, set_cfg, set_negative, set_loras, set_lora_scale]
 
     # ------------------------------------------------------------------ handlers
@@ -127,13 +132,14 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
             try:
                 return fn(name, *args)
             except ConflictError as e:
-                gr.Warning(tidy(str(e)) + " Your change was not applied; showing their version.", title="Changed elsewhere")
+                gr.Warning(f"Not applied: {tidy(str(e)).rstrip('.')}. The timeline shows the project as it is now.",
+                           title="Changed elsewhere")
                 return T.state_json(T.timeline_state(services, name))
         return wrapper
 
     def empty_form():
         return ("Select a segment on the timeline.", None, None, "", "", None, None, None, 1.0,
-                gr.Group(visible=True), gr.Group(visible=False))
+                gr.Group(visible=True), gr.Group(visible=False), None)
 
     def start_image_html(state: dict) -> str:
         src = state.get("start_image") or ""
@@ -180,49 +186,51 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
         seg, track = data.get("segment"), data.get("track")
         if not seg or not track:
             return empty_form()
-        n = [s.get("id") for s in T.parse_state(tl_value).get("tracks", {}).get(track, [])]
-        pos = n.index(seg.get("id")) + 1 if seg.get("id") in n else "new"
         label = {"prompt": "Prompt", "audio": "Audio", "pose": "Pose"}[track]
-        info = f"**{label} {pos}**" + (f" · {seg.get('name')}" if seg.get("name") else "")
+        info = (f"**{label}** · {fmt_s(seg.get('start', 0))}–{fmt_s(seg.get('end', 0))} s"
+                + (f" · {seg.get('name')}" if seg.get("name") else ""))
+        base = {"track": track, "id": seg.get("id"), **{k: seg.get(k) for k in T.FORM_FIELDS if k in seg}}
         return (info, seg.get("start"), seg.get("end"), seg.get("text") or "", seg.get("negative") or "",
                 seg.get("cfg"), seg.get("seed"), seg.get("offset"), seg.get("speed", 1.0),
-                gr.Group(visible=track == "prompt"), gr.Group(visible=track != "prompt"))
+                gr.Group(visible=track == "prompt"), gr.Group(visible=track != "prompt"), base)
 
-    def selected_of(tl_value):
+    def selected_of(tl_value, base):
         state = T.parse_state(tl_value)
-        sel = state.get("selected") or {}
         if not state.get("project"):
             raise T.UserError("open a project first (Projects tab)")
-        if not sel.get("track"):
+        if not base or not base.get("track"):
             raise T.UserError("select a segment on the timeline first")
-        if sel.get("id") is None:
+        sid = base.get("id")
+        if sid is None:  # selected while its first save was in flight: the timeline knows its id by now
+            sel = state.get("selected") or {}
+            sid = sel.get("id") if sel.get("track") == base["track"] else None
+        if sid is None:
             raise T.UserError("the selected segment is still being saved; try again in a moment")
-        return state, sel["track"], int(sel["id"])
+        return state, base["track"], int(sid)
 
     @user_errors
-    def apply_form(tl_value, start, end, text, negative, cfg, seed, offset, speed):
-        state, track, sid = selected_of(tl_value)
-
-        @reload_on_conflict
-        def go(name):
-            fields = {"start": start, "end": end}
-            if track == "prompt":
-                fields.update(text=text or "", negative=negative or None, cfg=cfg, seed=seed)
-            else:
-                fields["offset"] = offset or 0.0
-                if track == "pose":
-                    fields["speed"] = speed or 1.0
-            return T.state_json(T.edit_segment(services, name, state.get("version"), track, sid, fields))
-        return go(state["project"])
+    def apply_form(tl_value, base, start, end, text, negative, cfg, seed, offset, speed):
+        state, track, sid = selected_of(tl_value, base)
+        edited = {"start": start, "end": end}
+        if track == "prompt":
+            edited.update(text=(text or "").strip(), negative=(negative or "").strip() or None, cfg=cfg, seed=seed)
+        else:
+            edited["offset"] = offset or 0.0
+            if track == "pose":
+                edited["speed"] = speed or 1.0
+        new = reload_on_conflict(lambda n: T.state_json(T.merge_segment(services, n, track, sid, base, edited)))(
+            state["project"])
+        # the form now holds the segment as saved: the next apply merges from here
+        seg = next((r for r in T.parse_state(new).get("tracks", {}).get(track, []) if r["id"] == sid), None)
+        new_base = {"track": track, "id": sid, **{k: seg[k] for k in T.FORM_FIELDS if k in seg}} if seg else None
+        return new, new_base
 
     @user_errors
-    def delete_form(tl_value):
-        state, track, sid = selected_of(tl_value)
-
-        @reload_on_conflict
-        def go(name):
-            return T.state_json(T.edit_segment(services, name, state.get("version"), track, sid, None))
-        return (go(state["project"]), *empty_form())
+    def delete_form(tl_value, base):
+        state, track, sid = selected_of(tl_value, base)
+        new = reload_on_conflict(lambda n: T.state_json(T.merge_segment(services, n, track, sid, base, None)))(
+            state["project"])
+        return (new, *empty_form())
 
     def need(name):
         if not name:
@@ -243,7 +251,7 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
 
     @user_errors
     def add_audio(project: str, tl_value: str, path: str, start: float | None) -> str:
-        """Add an audio file as a segment starting at `start` seconds (blank: after the last one)."""
+        """Add an audio file as a segment starting at `start` seconds (0 or null: after the last one)."""
         return reload_on_conflict(lambda n: T.state_json(T.add_audio(
             services, n, _version(tl_value), path, start)))(need(project))
 
@@ -286,10 +294,10 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
     timeline.select_segment(on_select, [timeline], form, api_visibility="private", queue=False)
     timeline.saved(refresh_plan_fn, [current], plan_out, api_visibility="private", trigger_mode="always_last")
     refresh_plan.click(refresh_plan_fn, [current], plan_out, api_visibility="private")
-    seg_apply.click(apply_form, [timeline, seg_start, seg_end, seg_text, seg_negative, seg_cfg, seg_seed, seg_offset,
-                                 seg_speed], [timeline], api_visibility="private") \
+    seg_apply.click(apply_form, [timeline, form_base, seg_start, seg_end, seg_text, seg_negative, seg_cfg, seg_seed,
+                                 seg_offset, seg_speed], [timeline, form_base], api_visibility="private") \
         .success(refresh_plan_fn, [current], plan_out, api_visibility="private")
-    seg_delete.click(delete_form, [timeline], [timeline, *form], api_visibility="private") \
+    seg_delete.click(delete_form, [timeline, form_base], [timeline, *form], api_visibility="private") \
         .success(refresh_plan_fn, [current], plan_out, api_visibility="private")
     for btn, fn, inputs, outputs, extra in (
         (stream_btn, import_prompt_stream, [current, timeline, stream_file, stream_mode], [timeline], {}),

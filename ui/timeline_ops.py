@@ -23,7 +23,7 @@ from storage.errors import StorageError
 from svi.timeline import AudioSegment, PoseSegment, PromptSegment, Settings, Storyboard, StoryboardError
 
 from .errors import UserError
-from .grid import clip_end_s, clips_for
+from .grid import clip_end_s, clips_for, fmt_s
 from .media import audio_preview, pose_preview
 from .services import Services
 from .thumbs import image_data_uri
@@ -204,7 +204,7 @@ def _humane(problem: str, board: Storyboard) -> str:
         seg = segs[idx]
         rest = re.sub(r"(prompts|audio|poses)\[(\d+)\]",
                       lambda mm: f"{label} {int(mm.group(2)) + 1}", rest)
-        return f"{label} {idx + 1} ({seg.start:.2f}-{seg.end:.2f} s){rest}"
+        return f"{label} {idx + 1} ({fmt_s(seg.start)}-{fmt_s(seg.end)} s){rest}"
     return problem
 
 
@@ -260,6 +260,44 @@ def edit_segment(services: Services, name: str, version: int | None, kind: str, 
         else:
             rows[idx] = {**rows[idx], **fields}
     return apply_tracks(services, name, state["version"] if version is None else version, tracks)[0]
+
+
+FORM_FIELDS = ("start", "end", "text", "negative", "cfg", "seed", "offset", "speed")
+
+
+def merge_segment(services: Services, name: str, kind: str, seg_id: int, base: dict, edited: dict | None) -> dict:
+    """Apply a side-form edit as a three-way merge: the fields the user changed from `base` (the
+    segment as it was when selected) go onto the segment as it is now. If someone else changed one
+    of those same fields meanwhile, it is a ConflictError (their value is not overwritten silently).
+    `edited` None deletes the segment, refused the same way if it changed since it was selected."""
+    from storage.errors import ConflictError
+
+    state = timeline_state(services, name, media=False)
+    current = next((r for r in state["tracks"].get(kind, []) if r["id"] == int(seg_id)), None)
+    if current is None:
+        raise UserError(f"this {kind} segment was deleted (perhaps in another window); the timeline shows the "
+                        f"project as it is now")
+
+    def same(a, b):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            return abs(a - b) <= EPS
+        return (a or None) == (b or None)
+
+    fields = [f for f in FORM_FIELDS if f in current]
+    if edited is None:
+        moved = [f for f in fields if f in base and not same(base[f], current[f])]
+        if moved:
+            raise ConflictError(f"the segment changed since you selected it ({', '.join(moved)}); select it again "
+                                f"before deleting it")
+        return edit_segment(services, name, state["version"], kind, int(seg_id), None)
+    changed = {f: edited[f] for f in fields if f in edited and f in base and not same(edited[f], base[f])}
+    if not changed:
+        raise UserError("nothing to apply: the form holds the segment as it is")
+    clash = [f for f in changed if not same(base[f], current[f])]
+    if clash:
+        raise ConflictError(f"project {name!r} was changed by someone else: the segment's {', '.join(clash)} changed "
+                            f"since you selected it")
+    return edit_segment(services, name, state["version"], kind, int(seg_id), changed)
 
 
 # ==================================================================== settings and start image
@@ -430,7 +468,8 @@ def add_pose(services: Services, name: str, version: int | None, path: str | Non
 
 
 def _free_start(rows: list[dict], start: float | None) -> float:
-    if start is not None and start >= 0:
+    """`start`, or (None / 0) the end of the track's last segment."""
+    if start is not None and start > 0:
         return round(float(start), 6)
     return round(max((r["end"] for r in rows), default=0.0), 6)
 
@@ -459,7 +498,7 @@ def plan_rows(services: Services, name: str) -> tuple[list[list], str]:
         t0, t1 = c.out_start / plan.fps, c.out_end / plan.fps
         audio = ", ".join(f"{media_names.get(p.sha256, 'audio')} @{p.src_start_s:.1f}s" for p in c.audio) or "-"
         pose = ", ".join(f"{media_names.get(p.sha256, 'pose')} @{p.src_start_s:.1f}s" for p in c.pose) or "-"
-        rows.append([c.index + 1, f"{t0:.2f}-{t1:.2f} s", c.prompt, audio, pose, str(c.seed), states[c.index]])
+        rows.append([c.index + 1, f"{fmt_s(t0)}-{fmt_s(t1)} s", c.prompt, audio, pose, str(c.seed), states[c.index]])
     todo = [c for c in plan.clips if states[c.index] != P.VALID]
     per_clip = services.speeds.clip_seconds(spec.model_id, services.device, todo[0].steps) if (
         todo and services.speeds) else None

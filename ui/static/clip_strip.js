@@ -22,7 +22,7 @@ function draw() {
     b.className = 'ccard' + (v.selected === c.index ? ' sel' : '');
     b.dataset.index = c.index;
     const status = v.rendering === c.index ? 'rendering' : c.status;
-    b.setAttribute('aria-label', `Clip ${c.index + 1}, ${c.start_s.toFixed(2)} to ${c.end_s.toFixed(2)} seconds, ` +
+    b.setAttribute('aria-label', `Clip ${c.index + 1}, ${Math.round(c.start_s * 1000) / 1000} to ${Math.round(c.end_s * 1000) / 1000} seconds, ` +
       `${status}, ${c.takes} take${c.takes === 1 ? '' : 's'}`);
     b.setAttribute('aria-pressed', v.selected === c.index ? 'true' : 'false');
     let img;

@@ -28,7 +28,7 @@ let drag = null;
 const parse = (v) => { try { return JSON.parse(v || '{}') || {}; } catch (e) { return {}; } };
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const keyOf = (seg) => (seg.id != null ? 'i' + seg.id : seg.cid);
-const fmt = (t) => (Math.round(t * 100) / 100).toFixed(2);
+const fmt = (t) => String(Math.round(t * 1000) / 1000);  // 2.125, 4.125, 0: as ui.grid.fmt_s
 const segsOf = (track) => (st && st.tracks && st.tracks[track]) || [];
 const find = (track, key) => segsOf(track).find((s) => keyOf(s) === key);
 const step = () => (st ? (st.F - st.m) / st.fps : 2);
@@ -394,16 +394,30 @@ function splitSel() {
   select(track, keyOf(seg));
 }
 
+function edgeIndex(t) {
+  let best = 0, bd = Infinity;
+  edges.forEach((e, i) => { const d = Math.abs(e - t); if (d < bd) { bd = d; best = i; } });
+  return best;
+}
+
+function shifted(seg, di) {
+  // The segment moved by `di` clip cells, both edges on the grid (clips are not all the same length).
+  const i = edgeIndex(seg.start), j = Math.max(edgeIndex(seg.end), i + 1);
+  computeEdges(edges[edges.length - 1] + Math.max(0, di + 2) * step());
+  if (i + di < 0) return null;
+  return [edges[i + di], edges[j + di]];
+}
+
 function moveSel(dir) {
   const seg = selected();
   if (!seg) { say('Select a segment first'); return; }
   computeEdges(seg.end + 4 * step());
-  const len = seg.end - seg.start;
   const [lo, hi] = gapAround(sel.track, seg);
-  let start = dir > 0 ? nextEdge(seg.start) : prevEdge(seg.start);
-  start = Math.min(Math.max(start, lo), hi - len);
-  if (Math.abs(start - seg.start) < 1e-6) { say('Cannot move further: a neighbour is in the way'); return; }
-  commit(`Moved to ${fmt(start)}-${fmt(start + len)} s`, () => { seg.start = round6(start); seg.end = round6(start + len); });
+  const to = shifted(seg, dir);
+  if (!to || to[0] < lo - 1e-6 || to[1] > hi + 1e-6) { say('Cannot move further: a neighbour is in the way'); return; }
+  const oldStart = seg.start;
+  commit(`Moved to ${fmt(to[0])}-${fmt(to[1])} s`, () => { seg.start = round6(to[0]); seg.end = round6(to[1]); });
+  if (Math.abs(oldStart - seg.start) < 1e-9) return;
   select(sel.track, keyOf(seg));
 }
 
@@ -512,9 +526,17 @@ canvas.addEventListener('pointermove', (ev) => {
   let a = drag.start, b = drag.end;
   if (drag.mode === 'move') {
     const len = drag.end - drag.start;
-    a = snap(drag.start + (t - drag.t0), free);
-    a = Math.min(Math.max(a, lo), hi - len);
-    b = a + len;
+    if (free) {
+      a = snap(drag.start + (t - drag.t0), true);
+      a = Math.min(Math.max(a, lo), hi - len);
+      b = a + len;
+    } else {
+      // whole clip cells: both edges stay on the grid
+      let di = edgeIndex(drag.start + (t - drag.t0)) - edgeIndex(drag.start);
+      let to = shifted(drag, di);
+      while (di !== 0 && (!to || to[0] < lo - 1e-6 || to[1] > hi + 1e-6)) { di -= Math.sign(di); to = shifted(drag, di); }
+      [a, b] = to || [drag.start, drag.end];
+    }
   } else if (drag.mode === 'left') {
     a = Math.min(Math.max(snap(t, free), lo), drag.end - minLen);
     if (!free && a >= drag.end - 1e-6) a = prevEdge(drag.end);
