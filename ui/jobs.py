@@ -259,18 +259,20 @@ class RenderJobs:
             max_clips = None if job.view.upto is None else job.view.upto + 1
             plan = P.plan_project(s, services.store, name, spec, max_clips=max_clips)
             states = P.clip_states(s, name, plan)
+            # a retake renders a prefix of the plan; progress still counts the project's clips
+            total = len(plan) if max_clips is None else len(P.plan_project(s, services.store, name, spec))
         todo = [st.index for st in states if st.status != P.VALID]
         if job.stop.is_set():
             self._set(job, status="cancelled", finished_at=time.time())
             return
         if not todo:
-            self._set(job, status="done", clip_count=len(plan), finished_at=time.time(),
+            self._set(job, status="done", clip_count=total, finished_at=time.time(),
                       message="Nothing to render: every clip is up to date.")
             return
         first = todo[0]
 
         # 2. The model, kept resident between jobs
-        self._set(job, project=name, clip_count=len(plan), first_clip=first,
+        self._set(job, project=name, clip_count=total, first_clip=first,
                   message=f"Loading {spec.model_id}…")
         renderer = self._renderer(spec)
         speeds = services.speeds
@@ -301,9 +303,11 @@ class RenderJobs:
                 speeds.record(spec.model_id, services.device, plan.clips[take.clip_index].steps, take.timings)
             with self._cond:
                 v = job.view
-                nxt = take.clip_index + 1
+                more = take.clip_index + 1 < len(plan)  # the next clip starts now; after the last, nothing
                 self._update(job, clips_done=v.clips_done + (take.clip_index,), segments=v.segments + (str(segment),),
-                             take_ids=v.take_ids + (take.id,), current_clip=nxt if nxt < len(plan) else None, step=0)
+                             take_ids=v.take_ids + (take.id,),
+                             current_clip=take.clip_index + 1 if more else take.clip_index,
+                             step=0 if more else v.step)
 
         try:
             render_project(services.Session, services.store, name, renderer, plan, progress=on_clip,

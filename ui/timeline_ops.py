@@ -500,17 +500,18 @@ def plan_rows(services: Services, name: str) -> tuple[list[list], str]:
         pose = ", ".join(f"{media_names.get(p.sha256, 'pose')} @{p.src_start_s:.1f}s" for p in c.pose) or "-"
         rows.append([c.index + 1, f"{fmt_s(t0)}-{fmt_s(t1)} s", c.prompt, audio, pose, str(c.seed), states[c.index]])
     todo = [c for c in plan.clips if states[c.index] != P.VALID]
+    steps = f"{todo[0].steps} step{'s' * (todo[0].steps != 1)}" if todo else ""
     per_clip = services.speeds.clip_seconds(spec.model_id, services.device, todo[0].steps) if (
         todo and services.speeds) else None
     if not todo:
         estimate = f"All {len(plan)} clips are rendered and up to date."
     elif per_clip is None:
-        estimate = (f"{len(todo)} of {len(plan)} clips to render ({spec.model_id}, {todo[0].steps} steps). No speed "
+        estimate = (f"{len(todo)} of {len(plan)} clips to render ({spec.model_id}, {steps}). No speed "
                     f"measured on this machine yet: the estimate appears after the first rendered clip.")
     else:
         m = services.speeds.measured(spec.model_id, services.device)
         estimate = (f"{len(todo)} of {len(plan)} clips to render: about {fmt_seconds(per_clip * len(todo))} on "
-                    f"{services.device} ({spec.model_id}, {todo[0].steps} steps; measured here: "
+                    f"{services.device} ({spec.model_id}, {steps}; measured here: "
                     f"{m['step_s']:.2f} s per step + {m['overhead_s']:.1f} s per clip).")
     return rows, estimate
 

@@ -21,7 +21,7 @@ def set_steps(page, steps: int) -> None:
     page.get_by_text("Settings", exact=True).click()
     fill(page, "set-steps", str(steps))
     page.click("#apply-settings")
-    page.wait_for_function(f"() => /{steps} steps?\\)/.test(document.querySelector('#plan-estimate').innerText)")
+    page.wait_for_function(f"() => /, {steps} steps?[;)]/.test(document.querySelector('#plan-estimate').innerText)")
 
 
 def stream_seconds(page) -> float:
