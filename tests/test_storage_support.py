@@ -271,11 +271,7 @@ class FakeRenderer:
             yield result
 
 
-class RenderCancelledForTest(Exception):
-    pass
-
-
-RenderCancelledForTest.__name__ = "RenderCancelled"  # what storage.render_job recognises as a cancel
+from svi.errors import RenderCancelled as RenderCancelledForTest  # noqa: E402 - what the real renderer raises
 
 
 # ==================================================================== tests of the helpers themselves
