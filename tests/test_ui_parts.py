@@ -162,6 +162,23 @@ def test_a_finetune_run_in_the_background(tmp_path):
     from svi.lora import read_lora
 
     assert read_lora(done.lora).rank == 4
+    # the Models tab registers LoRA files the same way (checked, copied, listed)
+    from ui.services import build_services
+    from ui.tab_models import lora_rows, register_lora
+
+    services = build_services(tmp_path / "data", device="cpu", start_workers=False)
+    path = register_lora(services, done.lora, "my style")
+    assert path.endswith("loras/my_style.safetensors")
+    assert [r[0] for r in lora_rows(services)] == ["my_style"] and lora_rows(services)[0][1] == 4
+    with pytest.raises(UserError, match="registered already"):
+        register_lora(services, done.lora, "my style")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors")
+    from svi.lora import LoraError
+
+    with pytest.raises(LoraError):
+        register_lora(services, str(junk))
+    services.close()
     with pytest.raises(UserError, match="exists"):
         runs.launch("tiny", TINY_RUN)
     assert runs.names() == ["tiny"]

@@ -12,7 +12,7 @@ import pytest
 from storage.errors import BundleError, ProjectExistsError
 from svi.images import ImageError
 from ui import project_ops as ops
-from ui.app import auth_from_env, build_app
+from ui.app import auth_from_env, build_app, server_host
 from ui.errors import UserError
 from ui.services import build_services, space_data_dir
 
@@ -102,6 +102,9 @@ def test_start_up_settings(tmp_path):
     with pytest.raises(ValueError, match="user:password"):
         auth_from_env({"SVI_AUTH": "nobody"})
     assert space_data_dir({"SVI_DATA_DIR": "/x", "SPACE_ID": "a/b"}) is None
+    assert server_host("127.0.0.1", {}) == "127.0.0.1" and server_host(None, {}) == "127.0.0.1"
+    assert server_host("127.0.0.1", {"SPACE_ID": "a/b"}) == "0.0.0.0"
+    assert server_host("10.0.0.2", {"SPACE_ID": "a/b"}) == "10.0.0.2"
     assert space_data_dir({}) is None
     with pytest.raises(ValueError, match="unknown model preset 'tiny-typo'"):
         build_services(tmp_path / "d", model="tiny-typo", start_workers=False)

@@ -96,6 +96,16 @@ def auth_from_env(env: dict[str, str] | None = None) -> list[tuple[str, str]] | 
     return pairs
 
 
+def server_host(host: str | None, env: dict[str, str] | None = None) -> str:
+    """The interface to bind: --host, except on a Hugging Face Space, whose proxy needs 0.0.0.0
+    (Spaces set GRADIO_SERVER_NAME); the local default stays localhost-only."""
+    env = os.environ if env is None else env
+    host = host or "127.0.0.1"
+    if env.get("SPACE_ID") and host == "127.0.0.1":
+        return env.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    return host
+
+
 def launch(args: argparse.Namespace) -> int:
     services = build_services(getattr(args, "data_dir", None), model=getattr(args, "model", None),
                               weights_dir=getattr(args, "weights_dir", None))
@@ -103,7 +113,7 @@ def launch(args: argparse.Namespace) -> int:
     # Waiting jobs are capped: a render is one queued job per project, never one per click.
     demo.queue(max_size=64, default_concurrency_limit=4)
     try:
-        demo.launch(server_name=getattr(args, "host", "127.0.0.1"), server_port=getattr(args, "port", 7860),
+        demo.launch(server_name=server_host(getattr(args, "host", None)), server_port=getattr(args, "port", 7860),
                     share=bool(getattr(args, "share", False)), auth=auth_from_env(),
                     allowed_paths=[str(services.media_dir)], show_error=True, ssr_mode=False,
                     max_file_size="512mb", css=THEME_CSS, footer_links=["api"])

@@ -202,8 +202,11 @@ def build_finetune(services: Services) -> FinetuneHandles:
         loss = [{"step": r["step"], "value": r[key], "series": key} for r in rows
                 for key in ("loss", "eval_loss") if isinstance(r.get(key), (int, float))]
         bank = [{"step": r["step"], "bank_fill": r["bank_fill"]} for r in rows if "bank_fill" in r]
-        return (pd.DataFrame(loss or [], columns=["step", "value", "series"]),
-                pd.DataFrame(bank or [], columns=["step", "bank_fill"]))
+        # typed even when empty: an empty frame of objects makes the plot's axes categorical for good
+        loss_df = pd.DataFrame(loss, columns=["step", "value", "series"]).astype(
+            {"step": "int64", "value": "float64", "series": "string"})
+        bank_df = pd.DataFrame(bank, columns=["step", "bank_fill"]).astype({"step": "int64", "bank_fill": "int64"})
+        return loss_df, bank_df
 
     def tick(name):
         name = one(name)
