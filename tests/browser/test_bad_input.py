@@ -51,8 +51,9 @@ def test_bad_files_get_clear_messages_and_lose_nothing(page, tmp_path):
     upload(page, "new-image", huge_png(tmp_path / "huge.png"))
     page.click("#create-project")
     toast_with(page, "huge.png: image too large (9000x9000 pixels")
-    close_toasts(page)
+    page.wait_for_timeout(800)  # the message fades in
     shot(page, "10-bad-image")
+    close_toasts(page)
 
     # 3. A malformed bundle: not a zip, then a zip that is not a bundle
     bad = tmp_path / "broken.zip"
@@ -67,8 +68,9 @@ def test_bad_files_get_clear_messages_and_lose_nothing(page, tmp_path):
     upload(page, "import-bundle", odd)
     page.click("#import-project")
     toast_with(page, "bundle version 99 is not supported")
-    close_toasts(page)
+    page.wait_for_timeout(800)  # the message fades in
     shot(page, "11-bad-bundle")
+    close_toasts(page)
     assert cards(page) == before  # no half project appeared, none vanished
 
     # 4. Corrupt audio and a video with no person, on the storyboard
@@ -89,8 +91,9 @@ def test_bad_files_get_clear_messages_and_lose_nothing(page, tmp_path):
     upload(page, "pose-file", empty)
     page.click("#add-pose")
     toast_with(page, "no person found in any of the 12 frames", timeout=90)
-    close_toasts(page)
+    page.wait_for_timeout(800)  # the message fades in
     shot(page, "12-bad-media")
+    close_toasts(page)
     assert segments(page) == n_prompts
     assert segments(page, "audio") == 0 and segments(page, "pose") == 0
 
