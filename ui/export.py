@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 from storage import projects as P
 from storage.render_job import latest_render
@@ -49,5 +48,3 @@ def latest_export(services: Services, name: str) -> str | None:
     found = sorted(p for p in (services.media_dir / "exports").glob("*.mp4") if pattern.match(p.name))
     return str(found[-1]) if found else None
 
-
-__all__ = ["export_video", "latest_export", "Path"]

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from storage import projects as P
-from storage.errors import StorageError
 from svi.timeline import AudioSegment, PoseSegment, PromptSegment, Settings, Storyboard, StoryboardError
 
 from .errors import UserError
@@ -524,4 +523,4 @@ def _media_names(services: Services, name: str) -> dict[str, str]:
 
 __all__ = ["timeline_state", "apply_tracks", "edit_segment", "set_settings", "set_start_image",
            "import_prompt_stream", "import_storyboard_json", "add_audio", "add_pose", "plan_rows",
-           "parse_state", "state_json", "StorageError"]
+           "parse_state", "state_json"]
