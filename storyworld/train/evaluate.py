@@ -56,7 +56,7 @@ def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = AS
 
 
 def chain(renderer: Renderer, image: Path, prompts: Sequence[str], *, seed: int = 0,
-          audio: Path | None = None, pose: Path | None = None) -> list[np.ndarray]:
+          audio: Path | None = None, pose: Path | None = None, cfg: float | None = None) -> list[np.ndarray]:
     """Render len(prompts) clips (clip i under prompts[i]); returns each clip's full decoded frames
     (appended frames; clip 0 includes the start frame's reconstruction) as (n, H, W, 3) uint8."""
     spec = renderer.spec
@@ -71,7 +71,7 @@ def chain(renderer: Renderer, image: Path, prompts: Sequence[str], *, seed: int 
     board = Storyboard(start_image=str(image), prompts=tuple(segs),
                        audio=(AudioSegment(0.0, end, str(audio)),) if audio else (),
                        poses=(PoseSegment(0.0, end, str(pose)),) if pose else ())
-    board = board.with_settings(seed=seed, variant=spec.variant, duration=end)
+    board = board.with_settings(seed=seed, variant=spec.variant, duration=end, cfg=cfg)
     clip_plan = plan(board, spec, max_clips=len(prompts))
     return [r.frames for r in renderer.stream(clip_plan)]
 

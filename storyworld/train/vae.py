@@ -38,14 +38,14 @@ def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
 
 
-def batch(seed: int, step: int, size: int, crop: int = CROP) -> torch.Tensor:
+def batch(seed: int, step: int, size: int, crop: int = CROP, frames: int = CLIP_FRAMES) -> torch.Tensor:
     """(B, 3, F, H, W): every 8th step whole single frames (F = 1), else 5-frame clips cropped to crop x crop."""
     rng = step_rng(seed, step)
     if step % 8 == 7:
         return to_pixels(np.stack([random_clip(rng, 1, 17) for _ in range(size)]))
     clips = []
     for _ in range(size):
-        clip = random_clip(rng, CLIP_FRAMES, 17)  # (F, H, W, 3)
+        clip = random_clip(rng, frames, 17)  # (F, H, W, 3)
         y = int(rng.integers(0, clip.shape[1] - crop + 1)) // 8 * 8  # latent-grid aligned
         x = int(rng.integers(0, clip.shape[2] - crop + 1)) // 8 * 8
         clips.append(clip[:, y:y + crop, x:x + crop])
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = base_parser(__doc__, steps=3000, every=100, lr=1e-3, batch=2)
     ap.add_argument("--kl", type=float, default=1e-4, help="KL weight (per pixel value)")
     ap.add_argument("--stats-clips", type=int, default=6, help="17-frame clips measured for latents_mean/std")
+    ap.add_argument("--clip-frames", type=int, default=CLIP_FRAMES,
+                    help="frames of the cropped clips (4n+1); 17 = a whole storyworld-tiny clip, which trains the "
+                         "steady-state causal caches of chunks 2+ that 5-frame clips never reach")
     ap.add_argument("--decoder-from", type=Path, default=None,
                     help="decoder-only phase: start from this run's state.pt, encoder frozen (latent space fixed, "
                          "so DiT latents cached from it stay valid while the decoder keeps improving)")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
     for step in bar:
-        x = batch(args.seed, step, args.batch)
+        x = batch(args.seed, step, args.batch, frames=args.clip_frames)
         loss, parts = vae_loss(vae, x, args.kl, frozen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
