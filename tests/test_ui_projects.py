@@ -4,6 +4,7 @@ duplicate, confirmed delete, bundles; plus the app's start-up settings."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import struct
 import zlib
 
@@ -122,3 +123,18 @@ def test_every_public_endpoint_is_named_and_helpers_are_private(services):
     assert all(isinstance(n, str) and n for n in public)
     gpu = [fn for fn in demo.fns.values() if fn.concurrency_id == "gpu"]
     assert gpu and all(fn.concurrency_limit == 1 for fn in gpu)
+
+
+def test_example_projects_open_with_their_media(services):
+    from storage import projects as P
+
+    first = ops.create_examples(services)
+    assert first == "Example: prompt stream"
+    with services.Session() as s:
+        talk = P.load_storyboard(s, services.store, "Example: talk")
+        dance = P.load_storyboard(s, services.store, "Example: dance")
+    assert talk.settings.variant == "talk" and len(talk.audio) == 1
+    assert dance.settings.variant == "dance" and len(dance.poses) == 1
+    # media were copied into the asset store (the project does not depend on the repo's files)
+    assert services.store.root in Path(talk.audio[0].path).parents
+    assert ops.create_examples(services) == "Example: prompt stream (2)"  # pressing twice is fine

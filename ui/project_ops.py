@@ -94,6 +94,27 @@ def create_project(services: Services, image_path: str | None, name: str | None 
     return wanted
 
 
+EXAMPLES = (("Example: prompt stream", "storyboard.json"), ("Example: talk", "talk.json"),
+            ("Example: dance", "dance.json"))
+
+
+def create_examples(services: Services) -> str:
+    """Projects from the bundled example storyboards (assets/examples); returns the first one's name.
+
+    Names are made unique, so pressing the button twice gives a second set rather than an error."""
+    from svi.presets import ASSETS_DIR
+    from svi.timeline import load_storyboard
+
+    names = []
+    for title, file in EXAMPLES:
+        board = load_storyboard(ASSETS_DIR / "examples" / file)
+        with services.Session.begin() as s:
+            name = P.unique_name(s, title)
+            P.save_storyboard(s, services.store, name, board, create=True)
+        names.append(name)
+    return names[0]
+
+
 def require_project(services: Services, name: str | None) -> str:
     if not name:
         raise UserError("open a project first (Projects tab)")

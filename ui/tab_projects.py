@@ -32,6 +32,8 @@ def build_projects(services: Services, current: gr.Textbox) -> ProjectsHandles:
             new_name = gr.Textbox(label="Project name", placeholder="default: the image's file name",
                                   elem_id="new-name")
             create = gr.Button("Create project", variant="primary", elem_id="create-project")
+            examples_btn = gr.Button("Add the example projects (prompt stream, talk, dance)",
+                                     elem_id="add-examples")
             gr.Markdown("#### Selected project")
             select = gr.Dropdown(label="Project", choices=[], value=None, allow_custom_value=True,
                                  elem_id="project-select")
@@ -66,6 +68,11 @@ def build_projects(services: Services, current: gr.Textbox) -> ProjectsHandles:
     def create_project(image_path: str | None, name: str | None) -> str:
         """Create a project from a start image; returns its name (also opened in the page)."""
         return ops.create_project(services, image_path, name)
+
+    @user_errors
+    def add_examples() -> str:
+        """Create projects from the bundled examples; returns (and opens) the first one's name."""
+        return ops.create_examples(services)
 
     @user_errors
     def open_project(name: str | None) -> str:
@@ -113,6 +120,7 @@ def build_projects(services: Services, current: gr.Textbox) -> ProjectsHandles:
     created = create.click(create_project, [image, new_name], [current], api_name="create_project")
     created.success(lambda: (None, ""), None, [image, new_name], api_visibility="private")
     opened = open_btn.click(open_project, [select], [current], api_name="open_project")
+    examples_added = examples_btn.click(add_examples, None, [current], api_name="add_examples")
     card_opened = plist.open_project(open_card, None, [current], api_visibility="private")
     plist.pick(pick_card, None, [select], api_visibility="private")
     rename_btn.click(rename, [select, rename_to, current], [*lists, current, status], api_visibility="private")
@@ -149,6 +157,6 @@ def build_projects(services: Services, current: gr.Textbox) -> ProjectsHandles:
         gr.api(fn, api_name=fn.__name__)
 
     handles = ProjectsHandles(plist=plist, select=select, status=status, refresh_outputs=lists)
-    handles.opened = [created, opened, card_opened, imported]
+    handles.opened = [created, opened, card_opened, imported, examples_added]
     handles.refresh = refresh  # type: ignore[attr-defined]
     return handles
