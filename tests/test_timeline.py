@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -36,8 +38,8 @@ def test_bundled_example_loads_and_references_bundled_files():
     sb = load_storyboard(ROOT / "assets/examples/storyboard.json")
     assert sb.duration > 0 and len(sb.prompts) >= 2
     for p in [sb.start_image, *(a.path for a in sb.audio), *(p.path for p in sb.poses)]:
-        assert (ROOT / "assets").resolve() in __import__("pathlib").Path(p).resolve().parents, p
-        assert __import__("os").path.isfile(p), p
+        assert (ROOT / "assets").resolve() in Path(p).resolve().parents, p
+        assert os.path.isfile(p), p
 
 
 @pytest.mark.parametrize("text, needle", [
