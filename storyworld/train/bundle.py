@@ -29,6 +29,9 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.copytree(src, tmp)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    if cfg.pop("_name_or_path", None) is not None:  # a machine-local path has no place in a shipped folder
+        (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Path | None = None,
