@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 STAGES = (("vae", "losses.jsonl", "l1", "VAE: reconstruction L1"),
+          ("vae-dec", "losses.jsonl", "l1", "VAE decoder (frozen encoder), 5 frames: L1"),
+          ("vae-dec17", "losses.jsonl", "l1", "VAE decoder, 17 frames: L1"),
           ("dit", "losses.jsonl", "loss", "base DiT: weighted flow-matching MSE"),
           ("svi", "metrics.jsonl", "loss", "SVI LoRA (error recycling): loss"))
 
@@ -32,8 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     import matplotlib.pyplot as plt
 
     found = [(s, args.runs / s / f, k, t) for s, f, k, t in STAGES if (args.runs / s / f).is_file()]
-    fig, axes = plt.subplots(1, max(1, len(found)), figsize=(4.2 * max(1, len(found)), 3.2))
-    for ax, (stage, path, key, title) in zip(np.atleast_1d(axes), found):
+    cols = min(3, max(1, len(found)))
+    rows_n = -(-max(1, len(found)) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, (stage, path, key, title) in zip(axes.flat, found):
         rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
         rows = [r for r in rows if key in r and r[key] is not None]
         steps, y = np.array([r["step"] for r in rows]), np.array([r[key] for r in rows], float)
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         ax.set_xlabel("step")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(found):]:
+        ax.axis("off")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=100)
