@@ -105,3 +105,18 @@ def test_svi_stage_runs_the_finetuner_and_resumes(tmp_path):
     rows = [json.loads(ln) for ln in (tmp_path / "svi" / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     assert [r["step"] for r in rows if "loss" in r][-1] == 2
     assert any("lora" in k for k in load_file(tmp_path / "svi" / "lora.safetensors"))
+
+
+def test_vae_decoder_phase_keeps_the_encoder_fixed(tmp_path):
+    common = ["--batch", "1", "--every", "1", "--stats-clips", "1"]
+    vae_stage.main(["--out", str(tmp_path / "full"), "--steps", "1", *common])
+    vae_stage.main(["--out", str(tmp_path / "dec"), "--steps", "1", "--decoder-from", str(tmp_path / "full"),
+                    "--clip-frames", "9", *common])
+    before, after = _state(tmp_path / "full")["modules"]["vae"], _state(tmp_path / "dec")["modules"]["vae"]
+    enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in dec)
+    # the latent normalisation is a property of the encoder, so it is unchanged by the decoder phase
+    stats = [json.loads((tmp_path / d / "vae" / "config.json").read_text())["latents_mean"] for d in ("full", "dec")]
+    assert np.allclose(stats[0], stats[1], atol=1e-5)
