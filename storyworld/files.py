@@ -1,24 +1,19 @@
 """Files: mp4 (PyAV, H.264 4:4:4 by default), 16 kHz wav (soundfile), keypoint JSON and ground-truth JSON.
 
-Keypoint JSON (`*.pose.json`)::
-
-    {"format": "svi-pose", "version": 1, "layout": "mediapipe-pose-33", "fps": 8,
-     "width": 128, "height": 96, "landmarks": ["nose", ...],
-     "keypoints": [[[x / W, y / H, visibility], ... 33], ... one per frame]}
+Keypoint JSON (`*.pose.json`): the product's one pose format, svi-pose v1 as written by
+`svi.conditioning.pose.PoseTrack` (and `app.py pose`), so a storyworld skeleton drops straight onto
+a dance segment: normalised x / W, y / H per MediaPipe landmark, visibility, presence, detected.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .skeleton import LANDMARK_NAMES, NUM_LANDMARKS, POSE_LAYOUT
+from .skeleton import NUM_LANDMARKS
 
-POSE_FORMAT = "svi-pose"
-POSE_VERSION = 1
 MP4_CRF = 12  # near-lossless: the files are training data and the analyzers read them back
 # Full-resolution chroma: at 128x96 the usual 4:2:0 halves an object's colour edges to 2x2 blocks, and
 # where an object and its backdrop have the same brightness (a cyan star on dusk sand) the shape
@@ -77,26 +72,27 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
 
 
 def write_keypoints(path: str | os.PathLike, keypoints: np.ndarray, fps: int, width: int, height: int) -> None:
+    """Write (N, 33, 3) keypoints (x / W, y / H, visibility) as an svi-pose track."""
+    from svi.conditioning.pose import PoseTrack
+
     k = np.asarray(keypoints, np.float32)
     if k.ndim != 3 or k.shape[1:] != (NUM_LANDMARKS, 3):
         raise ValueError(f"keypoints must be (N, {NUM_LANDMARKS}, 3), got {k.shape}")
-    doc = {"format": POSE_FORMAT, "version": POSE_VERSION, "layout": POSE_LAYOUT, "fps": fps, "width": width,
-           "height": height, "landmarks": list(LANDMARK_NAMES), "keypoints": np.round(k, 5).tolist()}
-    Path(path).write_text(json.dumps(doc, separators=(",", ":")))
+    vis = k[..., 2].copy()
+    PoseTrack(k[..., :2].copy(), np.zeros_like(vis), vis, vis.copy(), vis.max(axis=1) > 0, float(fps), int(width),
+              int(height), source="storyworld").save(path)
 
 
 def read_keypoints(path: str | os.PathLike) -> tuple[np.ndarray, float]:
-    """(keypoints (N, 33, 3) float32, fps) from a keypoint JSON file."""
+    """(keypoints (N, 33, 3) float32 with visibility in the last column, fps) from an svi-pose file."""
+    from svi.conditioning.pose import PoseError, PoseTrack
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"keypoint file not found: {p}")
     try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != POSE_FORMAT or doc.get("layout") != POSE_LAYOUT:
-        raise ValueError(f"{p}: expected a {POSE_FORMAT!r} file in the {POSE_LAYOUT!r} layout")
-    k = np.asarray(doc.get("keypoints"), np.float32)
-    if k.ndim != 3 or k.shape[1] != NUM_LANDMARKS or k.shape[2] not in (2, 3):
-        raise ValueError(f"{p}: keypoints must be (N, {NUM_LANDMARKS}, 2|3), got {k.shape}")
-    return k, float(doc["fps"])
+        track = PoseTrack.load(p)
+    except PoseError as e:
+        raise ValueError(str(e)) from None
+    k = np.concatenate([track.keypoints, track.visibility[..., None]], axis=-1).astype(np.float32)
+    return k, float(track.fps)

@@ -118,7 +118,7 @@ _WAN_DEFAULTS = dict(max_long=832, max_short=480)
 PRESETS: dict[str, Preset] = {
     "storyworld-tiny": Preset(
         name="storyworld-tiny",
-        description="Bundled tiny Wan-architecture model for the CPU (storyworld; random init until trained).",
+        description="Bundled tiny Wan-architecture model for the CPU, trained on storyworld (MODEL_CARD.md).",
         weights_dir=str(ASSETS_DIR / "models" / "storyworld-tiny"),
         frames_per_clip=17,  # 5 latent frames: 2 s of new video per clip at 8 fps
         steps=12,
@@ -126,10 +126,12 @@ PRESETS: dict[str, Preset] = {
         text_len=32,
         negative_prompt="blurry, noisy, distorted",
         variants={
-            "shot": Variant("shot", None, 1, "ref", 5.0, fps=8, max_long=128, max_short=96,
-                            description="one scene, anchored to the start image"),
-            "film": Variant("film", None, 5, "zeros", 5.0, fps=8, max_long=128, max_short=96,
-                            description="scene changes allowed, 5 motion frames"),
+            "shot": Variant("shot", "svi-lora.safetensors", 1, "ref", 5.0, fps=8, max_long=128, max_short=96,
+                            description="SVI LoRA: one scene, anchored to the start image"),
+            "film": Variant("film", "svi-lora.safetensors", 5, "zeros", 5.0, fps=8, max_long=128, max_short=96,
+                            description="SVI LoRA: scene changes allowed, 5 motion frames"),
+            "base": Variant("base", None, 1, "ref", 5.0, fps=8, max_long=128, max_short=96,
+                            description="the base I2V model without the SVI LoRA (for comparison)"),
             "talk": Variant("talk", None, 1, "ref", 2.0, audio_cfg=5.0, fps=8, max_long=128, max_short=96,
                             needs=("audio",), description="mouth follows the audio track (tiny audio adapter)"),
             "dance": Variant("dance", None, 1, "ref", 2.0, fps=8, max_long=128, max_short=96, needs=("pose",),
