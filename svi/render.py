@@ -30,6 +30,7 @@ from .models import WanComponents
 from .planning import ClipPlan, ClipSpec
 from .presets import ModelSpec
 from .scheduler import FlowMatchScheduler
+from .timeline import StoryboardError
 
 PROMPT_CACHE_SIZE = 512
 
@@ -125,10 +126,8 @@ class Renderer:
             raise ValueError(f"plan was made for {plan.model_id}, this renderer runs {self.spec.model_id}")
         if not 0 <= start_at < len(plan.clips):
             raise ValueError(f"start_at must be in [0, {len(plan.clips)}), got {start_at}")
-        for need, track in (("audio", "audio"), ("pose", "pose")):
-            if need in self.spec.needs and not any(getattr(c, track) for c in plan.clips):
-                from .timeline import StoryboardError
-
+        for track in ("audio", "pose"):
+            if track in self.spec.needs and not any(getattr(c, track) for c in plan.clips):
                 raise StoryboardError(f"{track}: the {self.spec.variant} variant needs at least one {track} segment")
         ref = self.load_start_image(plan.start_image)
         if start_at > 0:
