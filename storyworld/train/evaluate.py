@@ -61,7 +61,7 @@ def chain(renderer: Renderer, image: Path, prompts: Sequence[str], *, seed: int 
     (appended frames; clip 0 includes the start frame's reconstruction) as (n, H, W, 3) uint8."""
     spec = renderer.spec
     step_s = (spec.frames_per_clip - spec.motion_frames) / spec.fps  # seconds one clip adds
-    segs, t = [], 0.0
+    segs: list[PromptSegment] = []
     for i, p in enumerate(prompts):  # merge runs of the same prompt into one segment
         if segs and segs[-1].text == p:
             segs[-1] = dataclasses.replace(segs[-1], end=(i + 1) * step_s)
