@@ -422,16 +422,8 @@ def add_audio(services: Services, name: str, version: int | None, path: str | No
         raise UserError("choose an audio file")
     decode_audio(path)  # a corrupt or empty file is refused here, with the reason
     duration = audio_duration(path)
-    state = timeline_state(services, name, media=False)
-    t0 = _free_start(state["tracks"]["audio"], start)
-    with services.Session.begin() as s:
-        project = P.get_project(s, name)
-        P.check_version(project, _version(version))
-        board = P.storyboard_of(project, services.store)
-        seg = AudioSegment(start=t0, end=round(t0 + duration, 6), path=path)
-        _check_added(board, "audio", seg)
-        P.add_segment(s, services.store, name, seg)
-    return timeline_state(services, name)
+    return _append_media(services, name, version, "audio", start,
+                         lambda t0: AudioSegment(start=t0, end=round(t0 + duration, 6), path=path))
 
 
 POSE_FILE_TYPES = (".json", ".npz")
@@ -454,14 +446,19 @@ def add_pose(services: Services, name: str, version: int | None, path: str | Non
         track.save(source)
     if not track.detected.any():
         raise UserError(f"{Path(path).name}: no person in any frame")
-    state = timeline_state(services, name, media=False)
-    t0 = _free_start(state["tracks"]["pose"], start)
+    return _append_media(services, name, version, "pose", start,
+                         lambda t0: PoseSegment(start=t0, end=round(t0 + track.duration_s, 6), path=source))
+
+
+def _append_media(services: Services, name: str, version: int | None, kind: str, start: float | None,
+                  make_segment) -> dict:
+    """Add `make_segment(t0)` to track `kind` at `start` (or after its last segment), version-checked."""
+    t0 = _free_start(timeline_state(services, name, media=False)["tracks"][kind], start)
     with services.Session.begin() as s:
         project = P.get_project(s, name)
         P.check_version(project, _version(version))
-        board = P.storyboard_of(project, services.store)
-        seg = PoseSegment(start=t0, end=round(t0 + track.duration_s, 6), path=source)
-        _check_added(board, "pose", seg)
+        seg = make_segment(t0)
+        _check_added(P.storyboard_of(project, services.store), kind, seg)
         P.add_segment(s, services.store, name, seg)
     return timeline_state(services, name)
 

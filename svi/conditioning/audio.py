@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import require_media_file, track_for
+
 SAMPLE_RATE = 16_000  # wav2vec2 and MultiTalk work at 16 kHz (SVI_SPEC 1.7); one rate for both paths
 TARGET_LUFS = -23.0  # EBU R128 target used by MultiTalk's loader
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this peak the file holds no usable sound
@@ -53,12 +55,7 @@ def decode_audio(path: str | os.PathLike) -> DecodedAudio:
     mp4/mov/mkv) goes through PyAV's bundled ffmpeg, so no ffmpeg binary is needed.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioError(f"{path}: audio file not found")
-    if os.path.isdir(path):
-        raise AudioError(f"{path}: is a folder, not an audio file")
-    if os.path.getsize(path) == 0:
-        raise AudioError(f"{path}: the file is empty (zero bytes)")
+    require_media_file(path, AudioError, "audio")
     errors = []
     try:
         import soundfile as sf
@@ -395,10 +392,7 @@ def _round_half_up(x: float) -> int:
 
 def _track_for(tracks, piece):
     if isinstance(tracks, Mapping):
-        try:
-            return tracks[piece.path]
-        except KeyError:
-            raise AudioError(f"{piece.path}: no audio track loaded for this clip piece") from None
+        return track_for(tracks, piece, AudioError, "audio")
     if tracks.path is not None and piece.path != tracks.path and os.path.abspath(piece.path) != os.path.abspath(
             tracks.path):
         raise AudioError(f"clip piece asks for {piece.path} but the track given is {tracks.path}")

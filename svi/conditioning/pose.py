@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..presets import ASSETS_DIR
+from . import require_media_file, track_for
 
 POSE_MODEL = ASSETS_DIR / "pose" / "pose_landmarker_full.task"
 FORMAT_NAME = "svi-pose"
@@ -353,12 +354,7 @@ def slice_pose(tracks: PoseTrack | Mapping[str, PoseTrack], pieces: Sequence, fr
 
 
 def _track_for(tracks, piece) -> PoseTrack:
-    if isinstance(tracks, Mapping):
-        try:
-            return tracks[piece.path]
-        except KeyError:
-            raise PoseError(f"{piece.path}: no pose track loaded for this clip piece") from None
-    return tracks
+    return track_for(tracks, piece, PoseError, "pose")
 
 
 # ---------------------------------------------------------------------------------------------- extraction
@@ -375,12 +371,7 @@ class _VideoFrames:
 def _open_video(path: str, max_side: int) -> tuple[object, _VideoFrames]:
     import av
 
-    if not os.path.exists(path):
-        raise PoseError(f"{path}: video file not found")
-    if os.path.isdir(path):
-        raise PoseError(f"{path}: is a folder, not a video")
-    if os.path.getsize(path) == 0:
-        raise PoseError(f"{path}: the file is empty (zero bytes)")
+    require_media_file(path, PoseError, "video")
     try:
         container = av.open(path)
     except Exception as e:  # PyAV raises a family of FFmpeg errors

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as Fn
 
 from .audio import SAMPLE_RATE, AudioError, LoadedAudio, fps_fraction, load_audio, piece_source_frames
+from . import track_for
 
 WAV2VEC_FPS = 25  # MultiTalk hard-codes 25 fps; the talk variant renders at 25 fps
 WINDOW_RADIUS = 2  # +-2 frames of context per video frame (audio_window 5)
@@ -219,9 +220,4 @@ def clip_audio_embedding(tracks: Wav2VecTrack | Mapping[str, Wav2VecTrack], piec
 
 
 def _track_for(tracks, piece):
-    if isinstance(tracks, Mapping):
-        try:
-            return tracks[piece.path]
-        except KeyError:
-            raise AudioError(f"{piece.path}: no wav2vec track loaded for this clip piece") from None
-    return tracks
+    return track_for(tracks, piece, AudioError, "wav2vec")
