@@ -120,3 +120,19 @@ def test_vae_decoder_phase_keeps_the_encoder_fixed(tmp_path):
     # the latent normalisation is a property of the encoder, so it is unchanged by the decoder phase
     stats = [json.loads((tmp_path / d / "vae" / "config.json").read_text())["latents_mean"] for d in ("full", "dec")]
     assert np.allclose(stats[0], stats[1], atol=1e-5)
+
+
+def test_vae_whole_frame_phase_starts_from_a_run_and_trains_every_weight(tmp_path):
+    assert vae_stage.batch(3, 5, 2, crop=0, frames=9, image_every=0).shape == (2, 3, 9, 96, 128)
+    common = ["--batch", "1", "--every", "1", "--stats-clips", "1"]
+    vae_stage.main(["--out", str(tmp_path / "first"), "--steps", "1", *common])
+    vae_stage.main(["--out", str(tmp_path / "whole"), "--steps", "1", "--init", str(tmp_path / "first"),
+                    "--crop", "0", "--clip-frames", "5", "--image-every", "0", "--lr", "1e-5", *common])
+    assert read_losses(tmp_path / "whole" / "losses.jsonl")[0]["frames"] == 5
+    before, after = _state(tmp_path / "first")["modules"]["vae"], _state(tmp_path / "whole")["modules"]["vae"]
+    fresh = vae_stage.build(0).state_dict()
+    # one step at lr 1e-5 stays within 1e-4 of where it started: the first run's weights, not a fresh init
+    assert all((after[k] - before[k]).abs().max() < 1e-4 for k in before)
+    assert any((after[k] - fresh[k]).abs().max() > 1e-4 for k in before)
+    for prefix in ("encoder.", "decoder."):  # and the phase trains both halves
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix

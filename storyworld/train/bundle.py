@@ -2,7 +2,8 @@
 
 Copies BASE (default: the bundled folder) to --into unless they are the same, then replaces vae/
 with the VAE stage's export, transformer/ with the DiT stage's EMA export and (optionally)
-svi-lora.safetensors with the SVI stage's LoRA; the text encoder, tokenizer, CLIP image encoder and
+svi-lora.safetensors with the SVI stage's LoRA (svi-talk / svi-dance.safetensors with the talk and
+dance runs' LoRAs, which carry their trained audio adapter / pose encoder); the text encoder, tokenizer, CLIP image encoder and
 the talk/dance adapters are kept. model_index.json records where each part came from.
 
     python -m storyworld.train.bundle --vae out/storyworld-train/vae/vae \
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from .cache import ASSETS
 from .evaluate import SVI_LORA
+
+TALK_LORA, DANCE_LORA = "svi-talk.safetensors", "svi-dance.safetensors"  # the storyworld-tiny talk / dance variants
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -35,7 +38,8 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Path | None = None,
-           lora: Path | None = None, note: str | None = None) -> Path:
+           lora: Path | None = None, talk: Path | None = None, dance: Path | None = None,
+           note: str | None = None) -> Path:
     into = Path(into)
     if into.resolve() != Path(base).resolve():
         shutil.rmtree(into, ignore_errors=True)
@@ -44,8 +48,9 @@ def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Pat
         _replace_dir(Path(vae), into / "vae")
     if dit is not None:
         _replace_dir(Path(dit), into / "transformer")
-    if lora is not None:
-        shutil.copyfile(lora, into / SVI_LORA)
+    for src, name in ((lora, SVI_LORA), (talk, TALK_LORA), (dance, DANCE_LORA)):
+        if src is not None:
+            shutil.copyfile(src, into / name)
     index = json.loads((into / "model_index.json").read_text())
     if note:
         index["_note"] = note
@@ -59,10 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--base", type=Path, default=ASSETS)
     ap.add_argument("--vae", type=Path)
     ap.add_argument("--dit", type=Path)
-    ap.add_argument("--lora", type=Path)
+    ap.add_argument("--lora", type=Path, help="the SVI (shot/film) LoRA")
+    ap.add_argument("--talk", type=Path, help="the talk run's lora.safetensors (LoRA + audio adapter)")
+    ap.add_argument("--dance", type=Path, help="the dance run's lora.safetensors (LoRA + pose encoder)")
     ap.add_argument("--note", default=None)
     args = ap.parse_args(argv)
-    print(bundle(args.into, base=args.base, vae=args.vae, dit=args.dit, lora=args.lora, note=args.note))
+    print(bundle(args.into, base=args.base, vae=args.vae, dit=args.dit, lora=args.lora, talk=args.talk, dance=args.dance, note=args.note))
 
 
 if __name__ == "__main__":

@@ -40,16 +40,17 @@ def start_image(caption: str, path: Path, seed: int = 0) -> np.ndarray:
 
 def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = ASSETS,
                   lora: Path | None = None, steps: int | None = None) -> Renderer:
-    """A CPU renderer of storyworld-tiny weights in `folder`; svi=True adds the SVI LoRA (folder/svi-lora.safetensors
-    unless `lora` names another file)."""
+    """A CPU renderer of storyworld-tiny weights in `folder`. svi=True adds the variant's LoRA
+    (folder/svi-lora.safetensors for shot/film unless `lora` names another file); the talk and dance
+    variants always load theirs (svi-talk / svi-dance.safetensors), which carries the adapter they need."""
     spec = dataclasses.replace(resolve_spec("storyworld-tiny", variant, steps=steps), weights_dir=str(folder))
     c = load_components(spec, "cpu", folder=folder)
     use_onednn_conv3d(c.vae)
     files = []
-    if svi:
-        path = Path(lora) if lora is not None else Path(folder) / SVI_LORA
+    if svi or (spec.needs and spec.lora_file):
+        path = Path(lora) if lora is not None else Path(folder) / (spec.lora_file or SVI_LORA)
         if not path.is_file():
-            raise FileNotFoundError(f"SVI LoRA not found: {path} (train it with python -m storyworld.train.svi)")
+            raise FileNotFoundError(f"LoRA not found: {path} (train it with python -m storyworld.train.svi)")
         files = apply_loras(c.transformer, [(path, 1.0)])
     audio, pose = build_conditioners(spec, c, files)
     return Renderer(c, spec, audio=audio, pose=pose)

@@ -14,8 +14,11 @@ import numpy as np
 STAGES = (("vae", "losses.jsonl", "l1", "VAE: reconstruction L1"),
           ("vae-dec", "losses.jsonl", "l1", "VAE decoder (frozen encoder), 5 frames: L1"),
           ("vae-dec17", "losses.jsonl", "l1", "VAE decoder, 17 frames: L1"),
+          ("vae-full", "losses.jsonl", "l1", "VAE, all weights, whole 9-frame clips: L1"),
           ("dit", "losses.jsonl", "loss", "base DiT: weighted flow-matching MSE"),
-          ("svi", "metrics.jsonl", "loss", "SVI LoRA (error recycling): loss"))
+          ("svi", "metrics.jsonl", "loss", "SVI LoRA (error recycling): loss"),
+          ("talk", "metrics.jsonl", "loss", "talk LoRA + audio adapter: loss"),
+          ("dance", "metrics.jsonl", "loss", "dance LoRA + pose encoder: loss"))
 
 
 def smooth(y: np.ndarray, k: int) -> np.ndarray:

@@ -6,6 +6,9 @@ storyworld dataset (generated on the fly, seeded), the recipe is finetune/config
 (SVI-Shot scaled down: rank 16, banks of 20, l2 replacement) unless flags here say otherwise.
 Checkpoints, metrics.jsonl and lora.safetensors land in --out; --resume continues from the latest
 checkpoint there. The LoRA is then bundled as MODEL/svi-lora.safetensors (storyworld.train.bundle).
+With --recipe finetune/configs/tiny-talk.yaml (or tiny-dance.yaml) the same stage trains the talk
+(dance) variant: its audio adapter (pose encoder) from the seeded init together with a LoRA, bundled
+as MODEL/svi-talk.safetensors (svi-dance.safetensors), which carries the adapter's weights.
 
     python -m storyworld.train.svi --model assets/models/storyworld-tiny --out out/storyworld-train/svi \
         --steps 600 --resume
@@ -22,10 +25,12 @@ RECIPE = Path(__file__).resolve().parents[2] / "finetune" / "configs" / "tiny.ya
 
 
 def finetune_args(args: argparse.Namespace) -> list[str]:
-    argv = ["--config", str(RECIPE), "--model-dir", str(args.model), "--output-dir", str(args.out),
+    argv = ["--config", str(args.recipe), "--model-dir", str(args.model), "--output-dir", str(args.out),
             "--max-steps", str(args.steps), "--checkpoint-every", str(args.every), "--seed", str(args.seed),
-            "--variant", args.variant, "--storyworld-videos", str(args.videos), "--lr", str(args.lr),
+            "--storyworld-videos", str(args.videos), "--lr", str(args.lr),
             "--cpu-threads", str(args.threads), "--eval-every", str(args.eval_every), "--device", "cpu"]
+    if args.variant:
+        argv += ["--variant", args.variant]
     if args.resume and any((Path(args.out) / "checkpoints").glob("step_*")):
         argv += ["--resume", "latest"]
     return argv + list(args.extra)
@@ -38,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=100, help="checkpoint every N steps")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--variant", default="shot")
+    ap.add_argument("--recipe", type=Path, default=RECIPE,
+                    help="finetune config: tiny.yaml (SVI LoRA, shot), tiny-talk.yaml (+ audio adapter), "
+                         "tiny-dance.yaml (+ pose encoder)")
+    ap.add_argument("--variant", default=None, help="override the recipe's variant")
     ap.add_argument("--videos", type=int, default=128, help="storyworld videos in the generated dataset")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)

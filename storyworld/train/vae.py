@@ -38,14 +38,19 @@ def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (dx(x) - dx(y)).abs().mean() + (dy(x) - dy(y)).abs().mean()
 
 
-def batch(seed: int, step: int, size: int, crop: int = CROP, frames: int = CLIP_FRAMES) -> torch.Tensor:
-    """(B, 3, F, H, W): every 8th step whole single frames (F = 1), else 5-frame clips cropped to crop x crop."""
+def batch(seed: int, step: int, size: int, crop: int = CROP, frames: int = CLIP_FRAMES,
+          image_every: int = 8) -> torch.Tensor:
+    """(B, 3, F, H, W): every image_every-th step whole single frames (F = 1), else `frames`-frame
+    clips cropped to crop x crop (crop 0: whole frames)."""
     rng = step_rng(seed, step)
-    if step % 8 == 7:
+    if image_every and step % image_every == image_every - 1:
         return to_pixels(np.stack([random_clip(rng, 1, 17) for _ in range(size)]))
     clips = []
     for _ in range(size):
         clip = random_clip(rng, frames, 17)  # (F, H, W, 3)
+        if not crop:
+            clips.append(clip)
+            continue
         y = int(rng.integers(0, clip.shape[1] - crop + 1)) // 8 * 8  # latent-grid aligned
         x = int(rng.integers(0, clip.shape[2] - crop + 1)) // 8 * 8
         clips.append(clip[:, y:y + crop, x:x + crop])
@@ -100,14 +105,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--decoder-from", type=Path, default=None,
                     help="decoder-only phase: start from this run's state.pt, encoder frozen (latent space fixed, "
                          "so DiT latents cached from it stay valid while the decoder keeps improving)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start every weight from this run's state.pt (a new phase; encoder and decoder train)")
+    ap.add_argument("--crop", type=int, default=CROP,
+                    help="square crop of the training clips in px (0: whole 128x96 frames, about 2x more pixels "
+                         "per second than 32 px crops on this CPU: fewer, larger convolutions)")
+    ap.add_argument("--image-every", type=int, default=8, help="every N-th step is whole single frames (0: never)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
     vae = build(args.seed).train()
     frozen = args.decoder_from is not None
+    source = args.decoder_from or args.init
+    if source is not None:
+        vae.load_state_dict(torch.load(source / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
     if frozen:
-        vae.load_state_dict(torch.load(args.decoder_from / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
@@ -115,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
     for step in bar:
-        x = batch(args.seed, step, args.batch, frames=args.clip_frames)
+        x = batch(args.seed, step, args.batch, crop=args.crop, frames=args.clip_frames, image_every=args.image_every)
         loss, parts = vae_loss(vae, x, args.kl, frozen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
