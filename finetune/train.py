@@ -245,10 +245,18 @@ class Trainer:
             if not path.is_file():
                 raise ConfigError(f"lora.adapter_weights file not found: {path}")
             initial = load_file(str(path))
+        # A model folder that ships its own adapters (the tiny preset: audio_adapter/, pose_encoder/)
+        # fixes their shapes: start from them, so the trained adapter fits that folder's renderer.
+        shipped = self.components.folder if self.spec.adapters == "folder" else None
         if "audio" in conditions:
             probe = self.store.get(0, 0)
             layers, dim = probe["audio_first"].shape[-2:]
-            audio = build_audio_adapter(transformer, int(dim), int(layers)).to(self.acc.device)
+            if shipped is not None and (shipped / "audio_adapter").is_dir():
+                from svi.conditioning.runtime import load_audio_adapter
+
+                audio = load_audio_adapter(shipped / "audio_adapter").to(self.acc.device)
+            else:
+                audio = build_audio_adapter(transformer, int(dim), int(layers)).to(self.acc.device)
             if initial:
                 audio.load_multitalk(initial)
             train_audio = cfg.lora.train_audio_adapter
@@ -256,7 +264,12 @@ class Trainer:
                 train_audio = not initial  # a fresh adapter must learn; loaded MultiTalk weights stay frozen
             audio.requires_grad_(bool(train_audio))
         if "pose" in conditions:
-            pose = build_pose_encoder(transformer).to(self.acc.device)
+            if shipped is not None and (shipped / "pose_encoder").is_dir():
+                from svi.conditioning.runtime import load_pose_encoder
+
+                pose = load_pose_encoder(shipped / "pose_encoder").to(self.acc.device)
+            else:
+                pose = build_pose_encoder(transformer).to(self.acc.device)
             if initial:
                 pose.load_dwpose(initial)
             pose.requires_grad_(cfg.lora.train_pose_encoder)

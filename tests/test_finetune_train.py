@@ -247,6 +247,14 @@ def test_talk_and_dance_runs_train_their_adapter_with_the_lora(kind, extra, tmp_
     state = torch.load(ckpt / "optimizer.pt", weights_only=True)["state"]
     assert len(state) == len(names)  # AdamW stepped every LoRA and adapter tensor: gradients reached them
     assert sum(float(state[i]["exp_avg"].abs().sum()) > 0 for i in adapter) >= len(adapter) // 2
+    # the trained adapter has the model folder's shapes, so the preset's renderer loads it (strictly)
+    from svi.conditioning.runtime import load_audio_adapter, load_pose_encoder
+    from storyworld.train.cache import ASSETS
+
+    if kind == "talk":
+        load_audio_adapter(ASSETS / "audio_adapter").load_multitalk(lf.extras)
+    else:
+        load_pose_encoder(ASSETS / "pose_encoder").load_dwpose(lf.extras)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
