@@ -121,7 +121,8 @@ def test_release_layout_talk_and_dance_at_toy_scale(tmp_path, start_image, monke
 
     weights = tmp_path / "weights"
     folder = weights / "Wan2.1-I2V-14B-480P-Diffusers"
-    shutil.copytree(ROOT / "assets/models/storyworld-tiny", folder)
+    # the tiny folder's own svi-*.safetensors would be found first; this test fabricates the release's
+    shutil.copytree(ROOT / "assets/models/storyworld-tiny", folder, ignore=shutil.ignore_patterns("svi-*.safetensors"))
     w2v = Wav2Vec2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
                          conv_dim=(16, 16, 16, 16, 16, 16, 16), num_conv_pos_embeddings=8,
                          num_conv_pos_embedding_groups=2)
