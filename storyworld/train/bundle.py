@@ -3,8 +3,9 @@
 Copies BASE (default: the bundled folder) to --into unless they are the same, then replaces vae/
 with the VAE stage's export, transformer/ with the DiT stage's EMA export and (optionally)
 svi-lora.safetensors with the SVI stage's LoRA (svi-talk / svi-dance.safetensors with the talk and
-dance runs' LoRAs, which carry their trained audio adapter / pose encoder); the text encoder, tokenizer, CLIP image encoder and
-the talk/dance adapters are kept. model_index.json records where each part came from.
+dance runs' LoRAs, which carry their trained audio adapter / pose encoder); the text encoder,
+tokenizer, CLIP image encoder and the adapters' seeded init are kept. model_index.json records
+where each part came from.
 
     python -m storyworld.train.bundle --vae out/storyworld-train/vae/vae \
         --dit out/storyworld-train/dit/transformer --into assets/models/storyworld-tiny
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dance", type=Path, help="the dance run's lora.safetensors (LoRA + pose encoder)")
     ap.add_argument("--note", default=None)
     args = ap.parse_args(argv)
-    print(bundle(args.into, base=args.base, vae=args.vae, dit=args.dit, lora=args.lora, talk=args.talk, dance=args.dance, note=args.note))
+    print(bundle(args.into, base=args.base, vae=args.vae, dit=args.dit, lora=args.lora, talk=args.talk,
+                 dance=args.dance, note=args.note))
 
 
 if __name__ == "__main__":
