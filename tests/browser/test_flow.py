@@ -46,6 +46,9 @@ def test_create_edit_render_retake_reload(page, app_server, tmp_path):
     fill(page, "seg-text", "the ball rolls away at dusk")
     page.click("#seg-apply")
     page.wait_for_function("() => /rolls away/.test(document.querySelector('#timeline .tl-track-prompt').innerText)")
+    # the plan refresh that follows the edit must land first: a slower one arriving after the settings'
+    # own refresh would show the old step count (seen once on a loaded CI machine)
+    page.wait_for_function("() => /rolls away/.test(document.querySelector('#plan-table').innerText)")
     set_steps(page, STEPS)
     page.wait_for_function("() => /4\\.125-6\\.125 s/.test(document.querySelector('#plan-table').innerText)")
     shot(page, "01-storyboard")
