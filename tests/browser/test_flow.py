@@ -18,9 +18,19 @@ STEPS = 1  # denoising steps per clip: the flow, not the picture, is under test
 
 def set_steps(page, steps: int) -> None:
     page.get_by_text("Settings", exact=True).click()
-    fill(page, "set-steps", str(steps))
-    page.click("#apply-settings")
-    page.wait_for_function(f"() => /, {steps} steps?[;)]/.test(document.querySelector('#plan-estimate').innerText)")
+    shown = f"() => /, {steps} steps?[;)]/.test(document.querySelector('#plan-estimate').innerText)"
+    for attempt in range(2):
+        fill(page, "set-steps", str(steps))
+        page.click("#apply-settings")
+        try:
+            page.wait_for_function(shown, timeout=15000 if attempt == 0 else 30000)
+            return
+        except Exception:
+            # On a loaded machine the project's (slow) load after creation can land after the fill and
+            # reset the form to the saved settings; what is under test is that applied settings reach
+            # the plan, so fill and apply once more, then fail for real.
+            if attempt == 1 or page.locator("#set-steps input").first.input_value() == str(steps):
+                raise
 
 
 def stream_seconds(page) -> float:
@@ -46,8 +56,7 @@ def test_create_edit_render_retake_reload(page, app_server, tmp_path):
     fill(page, "seg-text", "the ball rolls away at dusk")
     page.click("#seg-apply")
     page.wait_for_function("() => /rolls away/.test(document.querySelector('#timeline .tl-track-prompt').innerText)")
-    # the plan refresh that follows the edit must land first: a slower one arriving after the settings'
-    # own refresh would show the old step count (seen once on a loaded CI machine)
+    # let the edit's plan refresh (a separate listener from the settings' own) land first
     page.wait_for_function("() => /rolls away/.test(document.querySelector('#plan-table').innerText)")
     set_steps(page, STEPS)
     page.wait_for_function("() => /4\\.125-6\\.125 s/.test(document.querySelector('#plan-table').innerText)")
