@@ -17,7 +17,7 @@ from PIL import Image
 
 import storyworld as sw
 from storyworld.drift import drift_score
-from svi.engine import build_conditioners
+from svi.engine import build_conditioners, find_variant_lora
 from svi.lora import apply_loras
 from svi.models import load_components, use_onednn_conv3d
 from svi.planning import plan
@@ -48,7 +48,8 @@ def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = AS
     use_onednn_conv3d(c.vae)
     files = []
     if svi or (spec.needs and spec.lora_file):
-        path = Path(lora) if lora is not None else Path(folder) / (spec.lora_file or SVI_LORA)
+        # the engine's own lookup (beside the model first); a missing file is a MissingWeightsError naming it
+        path = Path(lora) if lora is not None else find_variant_lora(spec) or Path(folder) / SVI_LORA
         if not path.is_file():
             raise FileNotFoundError(f"LoRA not found: {path} (train it with python -m storyworld.train.svi)")
         files = apply_loras(c.transformer, [(path, 1.0)])
