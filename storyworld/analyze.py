@@ -88,8 +88,10 @@ def _prototypes(height: int, width: int) -> tuple[list[tuple[str, str]], np.ndar
     return classes, feats
 
 
-def _foreground(frame: np.ndarray) -> np.ndarray:
-    """Pixels that are not backdrop: object colours, ink, the head (grown by a pixel for their edges)."""
+def foreground_mask(frame: np.ndarray) -> np.ndarray:
+    """Pixels that are not backdrop: object colours, ink, the head (grown by a pixel for their edges).
+
+    Also the VAE stage's loss weight: these few percent of the pixels carry everything the analyzers read."""
     fg = (palette_labels(frame) >= 0) | (ink_alpha(frame) > 0.2) | white_mask(frame)
     return ndimage.binary_dilation(fg, iterations=1)
 
@@ -98,7 +100,7 @@ def read_place(frame: np.ndarray) -> PlaceReading:
     """Place and time of day of a frame."""
     f = as_float(frame)
     classes, protos = _prototypes(f.shape[0], f.shape[1])
-    feat = _band_features(f, ~_foreground(f))
+    feat = _band_features(f, ~foreground_mask(f))
     d = np.sqrt(((protos - feat) ** 2).mean(-1)).min(-1)  # (C,) RMS distance to the nearest offset
     order = np.argsort(d)
     place, time = classes[order[0]]

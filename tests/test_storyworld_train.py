@@ -25,7 +25,7 @@ def test_vae_batches_are_a_function_of_seed_and_step():
     a, b = vae_stage.batch(3, 5, 2), vae_stage.batch(3, 5, 2)
     assert torch.equal(a, b) and a.shape == (2, 3, 5, 32, 32)
     assert not torch.equal(a, vae_stage.batch(3, 6, 2))
-    assert vae_stage.batch(3, 7, 1).shape == (1, 3, 1, 96, 128)  # every 8th step: whole frames
+    assert vae_stage.batch(3, 7, 1).shape == (2, 3, 1, 96, 128)  # every 8th step: twice as many whole frames
     assert a.min() >= -1 and a.max() <= 1
 
 
@@ -42,6 +42,12 @@ def test_vae_stage_logs_exports_and_resumes_exactly(tmp_path):
     assert [r["step"] for r in losses] == [1, 2] and all(np.isfinite(r["loss"]) for r in losses)
     cfg = json.loads((tmp_path / "split" / "vae" / "config.json").read_text())
     assert len(cfg["latents_mean"]) == len(cfg["latents_std"]) == 16 and min(cfg["latents_std"]) > 0
+    assert "fg_l1" in losses[-1] and 0 < losses[-1]["fg_l1"] < 2
+    # round 3's VAE: 4x in space (a 96x128 frame is 24x32 latent cells), 4x in time
+    vae = vae_stage.build(0).eval()
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 17, 96, 128)).latent_dist.mode()
+    assert z.shape == (1, 16, 5, 24, 32)
     with pytest.raises(ValueError, match="--seed"):
         vae_stage.main(["--out", str(tmp_path / "split"), "--steps", "3", "--resume", "--batch", "1", "--seed", "2"])
 
@@ -92,6 +98,37 @@ def test_dit_stage_trains_exports_and_resumes_exactly(small_cache, tmp_path):
     start_image("a red circle rests on a beach by day", img)
     frames = chain(make_renderer("shot", folder=folder, steps=2), img, ["a red circle rests on a beach by day"])
     assert frames[0].shape == (17, 96, 128, 3) and frames[0].dtype == np.uint8
+
+
+def test_foreground_weight_covers_the_object_and_little_else():
+    import storyworld as sw
+    from storyworld.analyze import read_object
+    from storyworld.train.data import to_pixels
+
+    frame = sw.render(["a red square rests on a beach by day"], 1, 4, width=128, height=96, fps=8).frames[0]
+    w = vae_stage.foreground_weight(to_pixels(frame[None, None]), 10.0)
+    assert w.shape == (1, 1, 1, 96, 128) and set(w.unique().tolist()) == {1.0, 11.0}
+    obj = read_object(frame)
+    assert w[0, 0, 0, int(obj.y * 96), int(obj.x * 128)] == 11.0  # the object's centre is weighted
+    assert 0.005 < (w > 1).float().mean() < 0.3  # ...and the backdrop is not
+    assert vae_stage.foreground_weight(to_pixels(frame[None, None]), 0.0) is None
+
+
+def test_dit_patch_change_carries_the_blocks_over():
+    from storyworld.train.cache import ASSETS
+
+    source = dit_stage.build(ASSETS / "transformer", 0)
+    dit = dit_stage.build(ASSETS / "transformer", 0, patch=4)
+    assert dit.config.patch_size == (1, 4, 4) and dit.patch_embedding.weight.shape[-2:] == (4, 4)
+    src = source.state_dict()
+    for k, v in dit.state_dict().items():
+        if k.startswith("blocks.") or k.startswith("condition_embedder."):
+            assert torch.equal(v, src[k]), k
+    # the same 16 px token grid over the 4x VAE's latents: (1, 36, 5, 24, 32) in, (1, 16, 5, 24, 32) out
+    with torch.no_grad():
+        out = dit(torch.randn(1, 36, 5, 24, 32), torch.tensor([500.0]), torch.randn(1, 8, 64),
+                  torch.randn(1, 5, 64), return_dict=False)[0]
+    assert out.shape == (1, 16, 5, 24, 32)
 
 
 def test_svi_stage_runs_the_finetuner_and_resumes(tmp_path):

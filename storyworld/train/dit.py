@@ -27,12 +27,28 @@ from .cache import ASSETS, load_cache
 from .common import Run, base_parser, seed_everything, set_threads
 
 
-def build(init: Path, seed: int):
-    """The DiT to start from: the model folder's transformer (seeded random init in the bundled folder)."""
+def build(init: Path, seed: int, patch: int | None = None):
+    """The DiT to start from: the model folder's transformer (seeded random init in the bundled folder).
+
+    With `patch` other than init's spatial patch (round 3: 4x4 tokens over the 4x VAE's latents where
+    round 2 had 2x2 over the 8x VAE's, the same 16 px per token), every tensor whose shape still fits
+    is carried over (the blocks, text/image/time embedders, norms) and the patch embedding and output
+    projection start from the seeded init: the token grid, and so all that the blocks learned about
+    it, is unchanged."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
-    return WanTransformer3DModel.from_pretrained(init, local_files_only=True, torch_dtype=torch.float32)
+    source = WanTransformer3DModel.from_pretrained(init, local_files_only=True, torch_dtype=torch.float32)
+    if patch is None or tuple(source.config.patch_size) == (1, patch, patch):
+        return source
+    model = WanTransformer3DModel.from_config({**source.config, "patch_size": (1, patch, patch)})
+    own = model.state_dict()
+    kept = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    fresh = sorted(set(own) - set(kept))
+    print(f"dit: patch {tuple(source.config.patch_size)} -> (1, {patch}, {patch}); "
+          f"{len(kept)} tensors carried over, re-initialised: {', '.join(fresh)}")
+    return model
 
 
 class Batches:
@@ -78,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = base_parser(__doc__, steps=6000, every=250, lr=5e-4, batch=8)
     ap.add_argument("--cache", type=Path, required=True, help="folder written by storyworld.train.cache")
     ap.add_argument("--init", type=Path, default=ASSETS / "transformer", help="transformer folder to start from")
+    ap.add_argument("--patch", type=int, default=None,
+                    help="spatial patch of the DiT (default: init's); must match the VAE: 2 for 8x, 4 for 4x")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
@@ -87,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     run = Run(args.out, args.seed)
     sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
     weights = sched.training_weights().float()
-    dit = build(args.init, args.seed).train()
+    dit = build(args.init, args.seed, args.patch).train()
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
