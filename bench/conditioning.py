@@ -1,6 +1,7 @@
 """Does storyworld-tiny do what it is told? Prompt following, pose error and lip sync on generated clips.
 
-All through the real renderer (svi.render), scored by the storyworld analyzers:
+All through the real renderer (svi.render), scored by the storyworld analyzers; first the ceiling
+the model's VAE allows (its reconstructions of true clips, read back the same way):
 - prompt following: for --prompts random captions, the start image is the caption's first frame
   and --clips clips are chained under the caption; over the LAST clip's frames, the share whose
   place (and time of day) and object colour read back as the caption says. (The start image
@@ -114,6 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     from storyworld.train.cache import ASSETS
 
     folder = args.model or ASSETS
+    from diffusers import AutoencoderKLWan
+
+    from storyworld.train.evaluate import reconstruction_readback
+
+    ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(folder / "vae", local_files_only=True).eval(),
+                                      seed=args.seed)
+    print(f"ceiling (the VAE's own reconstructions of true clips): place+time {ceiling['place']:.1%}, colour "
+          f"{ceiling['colour']:.1%}, pose error {ceiling['pose_error']:.3f} (figure found {ceiling['found']:.0%}), "
+          f"L1 {ceiling['l1']:.1f}/255, foreground L1 {ceiling['fg_l1']:.1f}/255")
     tmp = Path(tempfile.mkdtemp(prefix="cond-"))
     print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
     place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp)
