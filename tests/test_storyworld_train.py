@@ -131,6 +131,21 @@ def test_dit_patch_change_carries_the_blocks_over():
     assert out.shape == (1, 16, 5, 24, 32)
 
 
+def test_a_4x_vae_and_a_patch_4_dit_render_through_the_engine(tmp_path):
+    """Round 3's layout end to end: the renderer sizes latents from the VAE's own config and the pose
+    encoder's /16 still lands on the DiT's token grid."""
+    from storyworld.train.cache import ASSETS
+
+    vae_stage.main(["--out", str(tmp_path / "vae"), "--steps", "1", "--batch", "1", "--stats-clips", "1"])
+    dit_stage.build(ASSETS / "transformer", 0, patch=4).save_pretrained(tmp_path / "dit")
+    folder = bundle(tmp_path / "model", vae=tmp_path / "vae" / "vae", dit=tmp_path / "dit")
+    caption = "a blue square rests in a desert by day while a person dances"
+    img = tmp_path / "start.png"
+    start_image(caption, img)
+    frames = chain(make_renderer("shot", folder=folder, steps=1), img, [caption])
+    assert frames[0].shape == (17, 96, 128, 3)
+
+
 def test_svi_stage_runs_the_finetuner_and_resumes(tmp_path):
     from safetensors.torch import load_file
 
