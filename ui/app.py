@@ -52,9 +52,16 @@ def build_app(services: Services) -> gr.Blocks:
         def show_header(name: str | None) -> str:
             return f"Project: **{name}**" if name else "No project open."
 
+        lock = storyboard.settings_lock
+
+        def opening(n: str | None, switch: bool):
+            """First step of opening: header, tab, and the settings form locked until the storyboard
+            loader below fills it (a reload of the page runs the same chain)."""
+            locked = [gr.update(interactive=False) if n else gr.skip() for _ in lock]
+            return (n, show_header(n), gr.Tabs(selected="storyboard") if switch and n else gr.Tabs(), *locked)
+
         def after_open(event, switch: bool):
-            dep = event.success(lambda n: (n, show_header(n), gr.Tabs(selected="storyboard") if switch and n
-                                           else gr.Tabs()), [current], [saved, header, tabs],
+            dep = event.success(lambda n: opening(n, switch), [current], [saved, header, tabs, *lock],
                                 api_visibility="private")
             for fn, inputs, outputs in loaders:
                 dep = dep.then(fn, inputs, outputs, api_visibility="private")

@@ -26,6 +26,9 @@ class StoryboardHandles:
     timeline: Timeline
     loader: tuple = ()  # (fn, inputs, outputs) run when a project is opened
     extra_loaders: list = field(default_factory=list)
+    # The settings form and its Apply button: locked from the moment a project starts opening until
+    # `loader` fills them, so an edit made meanwhile is not silently replaced by the saved settings.
+    settings_lock: list = field(default_factory=list)
 
 
 def _version(tl_value) -> int | None:
@@ -123,6 +126,7 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
     form = [seg_info, seg_start, seg_end, seg_text, seg_negative, seg_cfg, seg_seed, seg_offset, seg_speed,
             prompt_box, media_box, form_base]
     settings_fields = [set_model, set_variant, set_seed, set_steps, set_cfg, set_negative, set_loras, set_lora_scale]
+    settings_lock = [*settings_fields, set_apply]
 
     # ------------------------------------------------------------------ handlers
     def reload_on_conflict(fn):
@@ -158,18 +162,25 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
         known = {p for _, p in choices}
         choices += [(p, p) for p in loras if p not in known]
         scale = (s.get("loras") or [{}])[0].get("scale", 1.0) if s.get("loras") else 1.0
-        return (gr.Dropdown(value=model), gr.Dropdown(choices=variants, value=s.get("variant") or (
-                    preset.default_variant if preset else None)), s.get("seed", 42), s.get("steps"), s.get("cfg"),
-                s.get("negative_prompt") or "", gr.Dropdown(choices=choices, value=loras), scale)
+        values = (gr.update(value=model), gr.update(choices=variants, value=s.get("variant") or (
+                      preset.default_variant if preset else None)), gr.update(value=s.get("seed", 42)),
+                  gr.update(value=s.get("steps")), gr.update(value=s.get("cfg")),
+                  gr.update(value=s.get("negative_prompt") or ""), gr.update(choices=choices, value=loras),
+                  gr.update(value=scale))
+        return (*[{**v, "interactive": True} for v in values], gr.update(interactive=True))
+
+    def settings_unlocked():
+        """Unlock the settings form as it is (no project, or it could not be read)."""
+        return tuple(gr.update(interactive=True) for _ in settings_lock)
 
     def load(name: str | None):
         if not name:
-            return ("", "<p>No project open.</p>", *empty_form(), *[gr.skip()] * len(settings_fields), [], "")
+            return ("", "<p>No project open.</p>", *empty_form(), *settings_unlocked(), [], "")
         try:
             state = T.timeline_state(services, name)
         except known_errors() as e:
             gr.Warning(tidy(str(e)))
-            return ("", f"<p>{tidy(str(e))}</p>", *empty_form(), *[gr.skip()] * len(settings_fields), [], "")
+            return ("", f"<p>{tidy(str(e))}</p>", *empty_form(), *settings_unlocked(), [], "")
         rows, est = plan_or_message(name)
         return (T.state_json(state), start_image_html(state), *empty_form(), *settings_values(state), rows, est)
 
@@ -352,5 +363,5 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
     for fn in (get_timeline, set_timeline, edit_segment, set_settings, clip_plan):
         gr.api(fn, api_name=fn.__name__)
 
-    outputs = [timeline, start_img, *form, *settings_fields, plan_table, estimate]
-    return StoryboardHandles(timeline=timeline, loader=(load, [current], outputs))
+    outputs = [timeline, start_img, *form, *settings_lock, plan_table, estimate]
+    return StoryboardHandles(timeline=timeline, loader=(load, [current], outputs), settings_lock=settings_lock)
