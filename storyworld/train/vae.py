@@ -6,18 +6,24 @@ fg-weighted, 400 steps: the 8x VAE's reconstruction error on object and figure p
 ~55/255 (after 1,400 steps, and no decoder, Wan or plain, could recover them from its latents),
 the 4x VAE's fell 57 -> 37/255. The DiT keeps its token grid with a 4x4 patch (16 px per token).
 
-Mostly 5-frame clips (latent T = 2: the causal first-frame path and one 4-frame chunk, which is
-everything a 17-frame clip runs through) cropped to 32x32 px (the VAE is convolutional; a crop is
-12x cheaper than the 128x96 frame, and a training step with gradients costs ~10 s on this shared
-2-core CPU at full size), plus every 8th step two whole 128x96 single frames
-(the whole-frame context: sky, horizon, figure). Loss: L1 + L2 + an edge
-term (L1 of horizontal/vertical pixel differences: keeps the 1-2 px bones, mouth and object edges
-the analyzers read) + a small KL so latents stay bounded; the posterior mode is decoded (a plain
-autoencoder in the Wan VAE class). The export (OUT/vae) carries the measured
-per-channel latents_mean / latents_std in its config, so normalised latents are ~N(0, 1) for the DiT.
+Batches: every --image-every-th step whole 128x96 single frames (the first-frame path, cheap: twice
+--batch of them), the other steps --clip-frames clips cropped to --crop px (0: whole frames). Whole
+17-frame clips matter: the causal caches carry features from chunk to chunk, so a VAE trained on
+9-frame clips (3 latent frames) decodes frames 9-16 of a 17-frame clip far worse than 1-8; a 64 px
+crop of a 17-frame clip costs ~1.7 s a step here against ~7 s whole (the mid-block attention runs
+over 24x32 latent cells at full size). Loss: L1 + L2, both weighted 1 + --fg-weight on foreground
+pixels (storyworld.analyze.foreground_mask: objects, ink, the head), + an edge term (L1 of pixel
+differences: keeps the 1-2 px bones, mouth and object edges the analyzers read) + a small KL so
+latents stay bounded; the posterior mode is decoded (a plain autoencoder in the Wan VAE class).
+The export (OUT/vae) carries the measured per-channel latents_mean / latents_std in its config, so
+normalised latents are ~N(0, 1) for the DiT.
 
-    python -m storyworld.train.vae --out runs/vae --steps 3000 --resume
-    python -m storyworld.train.vae --out runs/vae-dec --decoder-from runs/vae --steps 3000 --resume
+    # round 3: whole frames + 9-frame clips, then 64 px crops of 17-frame clips
+    python -m storyworld.train.vae --out R/vae --crop 0 --clip-frames 9 --image-every 2 --batch 2 --steps 400
+    python -m storyworld.train.vae --out R/vae17 --init R/vae --crop 64 --clip-frames 17 --image-every 2 \
+        --batch 1 --steps 5000 --every 50 --resume
+    # a decoder-only phase keeps the latent space (and so a DiT trained on it) valid
+    python -m storyworld.train.vae --out R/vae-dec --decoder-from R/vae17 --steps 3000 --resume
 """
 
 from __future__ import annotations
