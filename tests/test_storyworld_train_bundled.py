@@ -79,3 +79,16 @@ def test_talk_and_dance_loras_carry_their_trained_adapter(variant, prefix, init_
     shared = [k for k in trained if k in init]
     assert shared and all(trained[k].shape == init[k].shape for k in shared)
     assert max(float((trained[k].float() - init[k].float()).abs().max()) for k in shared) > 1e-3
+
+
+def test_reconstruction_readback_measures_the_bundled_vae():
+    """The ceiling bench/conditioning.py prints: the VAE's own reconstructions of true clips, read
+    back. The bundled VAE keeps the backdrop (place + time); its foreground error is the larger one."""
+    from diffusers import AutoencoderKLWan
+
+    from storyworld.train.evaluate import reconstruction_readback
+
+    ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(ASSETS / "vae").eval(), n=2, seed=3)
+    assert set(ceiling) == {"place", "colour", "pose_error", "found", "l1", "fg_l1"}
+    assert ceiling["place"] >= 0.8 and 0.0 <= ceiling["colour"] <= 1.0 and 0.0 <= ceiling["found"] <= 1.0
+    assert 0 < ceiling["l1"] < 30 and ceiling["fg_l1"] > ceiling["l1"]
