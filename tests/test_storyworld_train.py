@@ -50,6 +50,9 @@ def test_vae_stage_logs_exports_and_resumes_exactly(tmp_path):
     assert z.shape == (1, 16, 5, 24, 32)
     with pytest.raises(ValueError, match="--seed"):
         vae_stage.main(["--out", str(tmp_path / "split"), "--steps", "3", "--resume", "--batch", "1", "--seed", "2"])
+    # a resumed phase takes its learning rate from the command line, not from the checkpoint
+    vae_stage.main(["--out", str(tmp_path / "split"), "--steps", "3", "--resume", "--lr", "1e-5", *common])
+    assert [r["lr"] for r in read_losses(tmp_path / "split" / "losses.jsonl")] == [1e-3, 1e-3, 1e-5]
 
 
 @pytest.fixture(scope="module")

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         vae.quant_conv.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     start = run.resume({"vae": vae}, opt) if args.resume else 0
+    for group in opt.param_groups:  # the command line's lr wins over the checkpoint's: a phase can lower it
+        group["lr"] = args.lr
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
     for step in bar:
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
         opt.step()
-        run.log(step + 1, frames=x.shape[2], **parts)
+        run.log(step + 1, frames=x.shape[2], lr=args.lr, **parts)
         bar.set_postfix(l1=f"{parts['l1']:.4f}", fg=f"{parts.get('fg_l1', 0):.3f}")
         if (step + 1) % args.every == 0 or step + 1 == args.steps:
             run.save(step + 1, {"vae": vae}, opt)
