@@ -26,7 +26,7 @@ from svi.render import Renderer
 from svi.timeline import AudioSegment, PoseSegment, PromptSegment, Storyboard
 
 from .cache import ASSETS
-from .data import FPS, HEIGHT, WIDTH
+from .data import FPS, HEIGHT, WIDTH, to_pixels
 
 SVI_LORA = "svi-lora.safetensors"  # the error-recycling LoRA, beside the base weights
 
@@ -103,7 +103,7 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0) -> dict[str, float]
     from storyworld.pose import pose_error
 
     def roundtrip(frames: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0)
+        x = to_pixels(frames[None])
         y = vae.decode(vae.encode(x).latent_dist.mode()).sample[0].clamp(-1, 1)
         return y.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
