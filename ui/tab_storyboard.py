@@ -162,12 +162,12 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
         known = {p for _, p in choices}
         choices += [(p, p) for p in loras if p not in known]
         scale = (s.get("loras") or [{}])[0].get("scale", 1.0) if s.get("loras") else 1.0
-        values = (gr.update(value=model), gr.update(choices=variants, value=s.get("variant") or (
-                      preset.default_variant if preset else None)), gr.update(value=s.get("seed", 42)),
-                  gr.update(value=s.get("steps")), gr.update(value=s.get("cfg")),
-                  gr.update(value=s.get("negative_prompt") or ""), gr.update(choices=choices, value=loras),
-                  gr.update(value=scale))
-        return (*[{**v, "interactive": True} for v in values], gr.update(interactive=True))
+        on = {"interactive": True}  # the form was locked while the project opened
+        return (gr.update(value=model, **on), gr.update(choices=variants, value=s.get("variant") or (
+                    preset.default_variant if preset else None), **on), gr.update(value=s.get("seed", 42), **on),
+                gr.update(value=s.get("steps"), **on), gr.update(value=s.get("cfg"), **on),
+                gr.update(value=s.get("negative_prompt") or "", **on), gr.update(choices=choices, value=loras, **on),
+                gr.update(value=scale, **on), gr.update(**on))
 
     def settings_unlocked():
         """Unlock the settings form as it is (no project, or it could not be read)."""
