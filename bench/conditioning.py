@@ -12,7 +12,7 @@ the model's VAE allows (its reconstructions of true clips, read back the same wa
 - audio-mouth correlation (talk variant): a storyworld video with speech gives the start image
   and the wav; Pearson correlation of the generated mouth opening with the loudness envelope.
 
-    python bench/conditioning.py [--prompts 8] [--clips 2] [--svi] [--model DIR]
+    python bench/conditioning.py [--prompts 8] [--clips 2] [--svi] [--model DIR] [--cfg G] [--only-prompts]
 Last line: conditioning: place=… colour=… prompt=… pose_error=… found=… lip_sync=…
 """
 
@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 
-def prompt_following(folder, lora, svi, n, clips, seed, tmp):
+def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None):
     import storyworld as sw
     from storyworld.analyze import prompt_match
     from storyworld.train.evaluate import chain, make_renderer, start_image
@@ -41,7 +41,7 @@ def prompt_following(folder, lora, svi, n, clips, seed, tmp):
     for i in range(n):
         caption = sw.random_caption(rng)
         start_image(caption, tmp / f"p{i}.png", seed + i)
-        frames = chain(r, tmp / f"p{i}.png", [caption] * clips, seed=seed + i)[-1]
+        frames = chain(r, tmp / f"p{i}.png", [caption] * clips, seed=seed + i, cfg=cfg)[-1]
         hits = [prompt_match(f, caption) for f in frames]
         place += [h.place and h.time for h in hits]
         colour += [h.colour for h in hits]
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--lora", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cfg", type=float, default=None, help="text guidance of the prompt-following chains "
+                    "(default: the shot variant's)")
+    ap.add_argument("--only-prompts", action="store_true", help="skip the ceiling, pose and lip-sync cases")
     args = ap.parse_args(argv)
 
     from storyworld.train.cache import ASSETS
@@ -119,14 +122,20 @@ def main(argv: list[str] | None = None) -> None:
 
     from storyworld.train.evaluate import reconstruction_readback
 
+    tmp = Path(tempfile.mkdtemp(prefix="cond-"))
+    if args.only_prompts:
+        place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
+                                               args.cfg)
+        print(f"conditioning: place={place:.3f} colour={colour:.3f} prompt={both:.3f}")
+        return
     ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(folder / "vae", local_files_only=True).eval(),
                                       seed=args.seed)
     print(f"ceiling (the VAE's own reconstructions of true clips): place+time {ceiling['place']:.1%}, colour "
           f"{ceiling['colour']:.1%}, pose error {ceiling['pose_error']:.3f} (figure found {ceiling['found']:.0%}), "
           f"L1 {ceiling['l1']:.1f}/255, foreground L1 {ceiling['fg_l1']:.1f}/255")
-    tmp = Path(tempfile.mkdtemp(prefix="cond-"))
     print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
-    place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp)
+    place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
+                                           args.cfg)
     pose, found = pose_following(folder, args.lora, args.svi, args.clips, args.seed, tmp)
     lips = lip_following(folder, args.lora, args.svi, args.clips, args.seed, tmp)
     print(f"prompt following: place+time {place:.1%}, colour {colour:.1%}, both {both:.1%} (goal >= 80%)")

@@ -33,7 +33,7 @@ def smooth(y: np.ndarray, k: int) -> np.ndarray:
 SAMPLE_CAPTIONS = ("a red circle bounces on a beach by day while a person waves",
                    "a yellow square rests in a forest at night",
                    "a blue star spins in a desert at dusk",
-                   "a green triangle moves in a city by day while a person dances")
+                   "a green triangle moves left in a city by day while a person dances")
 
 
 def sample_grid(model: Path, captions=SAMPLE_CAPTIONS, clips: int = 4, seed: int = 0):
