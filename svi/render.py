@@ -170,9 +170,10 @@ class Renderer:
         self._sync()
         timings["encode"] = time.perf_counter() - t0
 
-        # 2. Noise from a CPU generator seeded per clip: identical on every device
+        # 2. Noise from a CPU generator seeded per clip: identical on every device (as many channels as
+        #    the VAE's latents: 16 for Wan 2.1, a storyworld VAE may use fewer)
         gen = torch.Generator("cpu").manual_seed(clip.seed)
-        x = torch.randn((1, 16, T, h, w), generator=gen, dtype=torch.float32).to(dev, c.dtype)
+        x = torch.randn((1, cond_lat.shape[1], T, h, w), generator=gen, dtype=torch.float32).to(dev, c.dtype)
 
         # 3. Per-clip audio tokens / pose features, computed once and reused by every step
         audio = null_audio = pose = None

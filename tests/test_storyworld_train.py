@@ -55,6 +55,16 @@ def test_vae_stage_logs_exports_and_resumes_exactly(tmp_path):
     assert [r["lr"] for r in read_losses(tmp_path / "split" / "losses.jsonl")] == [1e-3, 1e-3, 1e-5]
 
 
+def test_vae_stage_with_fewer_latent_channels(tmp_path):
+    """--z-dim 4: the exported VAE and its latent statistics have 4 channels."""
+    vae_stage.main(["--out", str(tmp_path), "--steps", "1", "--batch", "1", "--stats-clips", "1", "--z-dim", "4"])
+    cfg = json.loads((tmp_path / "vae" / "config.json").read_text())
+    assert cfg["z_dim"] == 4 and len(cfg["latents_mean"]) == len(cfg["latents_std"]) == 4
+    with torch.no_grad():
+        z = vae_stage.build(0, 4).eval().encode(torch.zeros(1, 3, 5, 32, 32)).latent_dist.mode()
+    assert z.shape == (1, 4, 2, 8, 8)
+
+
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("cache")
@@ -134,13 +144,17 @@ def test_dit_patch_change_carries_the_blocks_over():
     assert out.shape == (1, 16, 5, 24, 32)
 
 
-def test_a_4x_vae_and_a_patch_4_dit_render_through_the_engine(tmp_path):
-    """Round 3's layout end to end: the renderer sizes latents from the VAE's own config and the pose
-    encoder's /16 still lands on the DiT's token grid."""
+@pytest.mark.parametrize("z_dim", [16, 4])
+def test_a_4x_vae_and_a_patch_4_dit_render_through_the_engine(tmp_path, z_dim):
+    """Round 3's layout end to end: the renderer sizes latents from the VAE's own config (and its
+    channel count), and the pose encoder's /16 still lands on the DiT's token grid."""
     from storyworld.train.cache import ASSETS
 
-    vae_stage.main(["--out", str(tmp_path / "vae"), "--steps", "1", "--batch", "1", "--stats-clips", "1"])
-    dit_stage.build(ASSETS / "transformer", 0, patch=4).save_pretrained(tmp_path / "dit")
+    vae_stage.main(["--out", str(tmp_path / "vae"), "--steps", "1", "--batch", "1", "--stats-clips", "1",
+                    "--z-dim", str(z_dim)])
+    dit = dit_stage.build(ASSETS / "transformer", 0, patch=4, z_dim=z_dim)
+    assert (dit.config.in_channels, dit.config.out_channels) == (2 * z_dim + 4, z_dim)
+    dit.save_pretrained(tmp_path / "dit")
     folder = bundle(tmp_path / "model", vae=tmp_path / "vae" / "vae", dit=tmp_path / "dit")
     caption = "a blue square rests in a desert by day while a person dances"
     img = tmp_path / "start.png"

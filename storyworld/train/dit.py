@@ -27,27 +27,32 @@ from .cache import ASSETS, load_cache
 from .common import Run, base_parser, seed_everything, set_threads
 
 
-def build(init: Path, seed: int, patch: int | None = None):
+def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = None):
     """The DiT to start from: the model folder's transformer (seeded random init in the bundled folder).
 
     With `patch` other than init's spatial patch (round 3: 4x4 tokens over the 4x VAE's latents where
-    round 2 had 2x2 over the 8x VAE's, the same 16 px per token), every tensor whose shape still fits
-    is carried over (the blocks, text/image/time embedders, norms) and the patch embedding and output
-    projection start from the seeded init: the token grid, and so all that the blocks learned about
-    it, is unchanged."""
+    round 2 had 2x2 over the 8x VAE's, the same 16 px per token), or `z_dim` other than its latent
+    channels (in = noisy latents z + condition mask 4 + condition latents z, out = z), every tensor
+    whose shape still fits is carried over (the blocks, text/image/time embedders, norms) and the
+    patch embedding and output projection start from the seeded init: the token grid, and so all
+    that the blocks learned about it, is unchanged."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
     source = WanTransformer3DModel.from_pretrained(init, local_files_only=True, torch_dtype=torch.float32)
-    if patch is None or tuple(source.config.patch_size) == (1, patch, patch):
+    changes = {}
+    if patch is not None and tuple(source.config.patch_size) != (1, patch, patch):
+        changes["patch_size"] = (1, patch, patch)
+    if z_dim is not None and source.config.out_channels != z_dim:
+        changes.update(in_channels=2 * z_dim + 4, out_channels=z_dim)
+    if not changes:
         return source
-    model = WanTransformer3DModel.from_config({**source.config, "patch_size": (1, patch, patch)})
+    model = WanTransformer3DModel.from_config({**source.config, **changes})
     own = model.state_dict()
     kept = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(kept, strict=False)
     fresh = sorted(set(own) - set(kept))
-    print(f"dit: patch {tuple(source.config.patch_size)} -> (1, {patch}, {patch}); "
-          f"{len(kept)} tensors carried over, re-initialised: {', '.join(fresh)}")
+    print(f"dit: {changes}; {len(kept)} tensors carried over, re-initialised: {', '.join(fresh)}")
     return model
 
 
@@ -105,13 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     run = Run(args.out, args.seed)
     sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
     weights = sched.training_weights().float()
-    dit = build(args.init, args.seed, args.patch).train()
+    data = Batches(args.cache, args.seed)
+    z_dim = data.get(0, 1, 0.0)["x0"].shape[1]  # the cached VAE's latent channels decide the DiT's
+    dit = build(args.init, args.seed, args.patch, z_dim).train()
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
     start = run.resume({"dit": dit, "ema": ema}, opt) if args.resume else 0
     run.truncate_log(start)
-    data = Batches(args.cache, args.seed)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit", mininterval=5)
     for step in bar:
         b = data.get(step, args.batch, args.p_uncond)

@@ -123,11 +123,11 @@ def export(vae, path, seed: int, stats_clips: int = 6) -> None:
     vae.train()
 
 
-def build(seed: int):
+def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"]):
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(seed)
-    return AutoencoderKLWan(**STORYWORLD_VAE)
+    return AutoencoderKLWan(**{**STORYWORLD_VAE, "z_dim": z_dim})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,11 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-every", type=int, default=8, help="every N-th step is whole single frames (0: never)")
     ap.add_argument("--fg-weight", type=float, default=10.0,
                     help="extra L1/L2 weight on foreground pixels (objects, ink, head); 0: plain means")
+    ap.add_argument("--z-dim", type=int, default=STORYWORLD_VAE["z_dim"],
+                    help="latent channels. 16 (Wan's) over a 4x4 DiT patch is 256 values per token, twice the "
+                         "tiny DiT's width of 128; 4 gives the 64 per token that round 2 had")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
-    vae = build(args.seed).train()
+    vae = build(args.seed, args.z_dim).train()
     frozen = args.decoder_from is not None
     source = args.decoder_from or args.init
     if source is not None:
