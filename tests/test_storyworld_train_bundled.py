@@ -18,8 +18,11 @@ CAPTIONS = ("a red circle bounces on a beach by day while a person waves",
             "a yellow square rests in a forest at night",
             "a blue star spins in a desert at dusk")
 CHANCE_PLACE_TIME = 1 / 15  # 5 places x 3 times
-# Measured on the committed weights (seeds 0-2, shot, 12 steps): 1.00 / 1.00 / 1.00 of frames.
+CHANCE_COLOUR = 1 / 8  # 8 colours
+# Measured on the committed weights (round 3; seeds 0-2, shot, 12 steps): place + time 1.00 / 1.00 /
+# 1.00 of frames; object colour 0.00 / 1.00 / 0.00 (the yellow square keeps its colour).
 PLACE_TIME_MIN = 0.8
+COLOUR_MIN = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +44,15 @@ def test_bundle_is_trained_and_small():
 
 
 def test_bundled_weights_render_frames_the_analyzers_read(renders):
-    place_time = []
+    place_time, colour = [], []
     for caption, frames in renders.items():
         assert frames.shape == (17, 96, 128, 3) and frames.dtype == np.uint8
         assert frames.std() > 5  # a picture, not a flat field
-        place_time += [(m.place and m.time) for m in (prompt_match(f, caption) for f in frames)]
+        hits = [prompt_match(f, caption) for f in frames]
+        place_time += [h.place and h.time for h in hits]
+        colour += [h.colour for h in hits]
     assert np.mean(place_time) >= PLACE_TIME_MIN > CHANCE_PLACE_TIME
+    assert np.mean(colour) >= COLOUR_MIN > CHANCE_COLOUR
 
 
 def test_svi_lora_loads_and_changes_the_render(renders, tmp_path):
@@ -56,8 +62,8 @@ def test_svi_lora_loads_and_changes_the_render(renders, tmp_path):
     start_image(caption, tmp_path / "s.png", seed=0)
     frames = chain(make_renderer("shot", svi=True), tmp_path / "s.png", [caption], seed=0)[0]
     assert frames.shape == renders[caption].shape
-    assert np.abs(frames.astype(int) - renders[caption]).mean() > 0.3  # the LoRA is not a no-op (measured 2.3)
-    assert drift_score([renders[caption], frames])[1] < 0.5  # and not a different world (measured 0.06)
+    assert np.abs(frames.astype(int) - renders[caption]).mean() > 0.3  # the LoRA is not a no-op (measured 13.7)
+    assert drift_score([renders[caption], frames])[1] < 0.5  # and not a different world (measured 0.22)
 
 
 @pytest.mark.parametrize("variant, prefix, init_folder", [("talk", "audio_proj.", "audio_adapter"),
@@ -83,14 +89,17 @@ def test_talk_and_dance_loras_carry_their_trained_adapter(variant, prefix, init_
 
 def test_reconstruction_readback_measures_the_bundled_vae():
     """The ceiling bench/conditioning.py prints: the VAE's own reconstructions of true clips, read
-    back. The bundled VAE keeps the backdrop (place + time); its foreground error is the larger one."""
+    back. The bundled (round-3, 4x) VAE keeps the backdrop, object colour and the figure; its foreground
+    error is still the larger one."""
     from diffusers import AutoencoderKLWan
 
     from storyworld.train.evaluate import reconstruction_readback
 
     ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(ASSETS / "vae").eval(), n=2, seed=3)
     assert set(ceiling) == {"place", "colour", "pose_error", "found", "l1", "fg_l1"}
-    assert ceiling["place"] >= 0.8 and 0.0 <= ceiling["colour"] <= 1.0 and 0.0 <= ceiling["found"] <= 1.0
+    # measured (n=2, seed 3): place 1.00, colour 0.79, figure found 1.00, pose error 0.027
+    assert ceiling["place"] >= 0.8 and ceiling["colour"] >= 0.5 and ceiling["found"] >= 0.5
+    assert ceiling["pose_error"] < 0.1
     assert 0 < ceiling["l1"] < 30 and ceiling["fg_l1"] > ceiling["l1"]
 
 

@@ -43,6 +43,7 @@ def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = AS
     """A CPU renderer of storyworld-tiny weights in `folder`. svi=True adds the variant's LoRA
     (folder/svi-lora.safetensors for shot/film unless `lora` names another file); the talk and dance
     variants always load theirs (svi-talk / svi-dance.safetensors), which carries the adapter they need."""
+    folder = Path(folder).resolve()  # a relative weights_dir would be looked up under SVI_WEIGHTS_DIR
     spec = dataclasses.replace(resolve_spec("storyworld-tiny", variant, steps=steps), weights_dir=str(folder))
     c = load_components(spec, "cpu", folder=folder)
     use_onednn_conv3d(c.vae)
