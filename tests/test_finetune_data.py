@@ -246,7 +246,8 @@ def test_cache_encodes_once_and_builds_y_exactly_like_the_renderer(tmp_path, tin
     store = SampleStore(ds, enc, tmp_path / "cache", seed=0, views=2, crop=True, ref_from="clip")
     s = store.get(1, 0)
     assert store.stats == {"memory_hits": 0, "disk_hits": 0, "encoded": 1}
-    assert s["x0"].shape == (16, 3, 6, 8) and s["y1"].shape == s["y5"].shape == (20, 3, 6, 8)
+    hw = (48 // tiny_components.vae_scale_spatial, 64 // tiny_components.vae_scale_spatial)  # 8x or 4x VAE
+    assert s["x0"].shape == (16, 3, *hw) and s["y1"].shape == s["y5"].shape == (20, 3, *hw)
     assert s["text"].shape == (32, 64) and s["caption"] == "a red ball moves 1"
     assert store.get(1, 0) is s and store.stats["memory_hits"] == 1
     assert store.get(1, 1)["meta"] != s["meta"]  # another view: another crop / window
@@ -260,7 +261,7 @@ def test_cache_encodes_once_and_builds_y_exactly_like_the_renderer(tmp_path, tin
     raw = draw_sample(ds.items[1], geom, stable_seed(0, ds.items[1].key, 0))
     for m in (1, 5):
         lat = vae_encode(tiny_components, condition_video(raw.frames[:m], raw.ref, 9, "zeros"))[0]
-        want = torch.cat([condition_mask(3, 6, 8, "cpu", lat.dtype)[0], lat])
+        want = torch.cat([condition_mask(3, *hw, "cpu", lat.dtype)[0], lat])
         assert torch.allclose(s[f"y{m}"], want, atol=1e-4)
     assert not torch.allclose(s["y1"], s["y5"])
     # another seed is another augmentation, hence another cache entry

@@ -77,13 +77,14 @@ def test_cache_holds_the_renderers_conditioning(small_cache):
     from svi.render import condition_mask, condition_video
 
     data = cache_stage.load_cache(small_cache)
-    assert data["x0"].shape == (4, 16, 5, 12, 16) and data["y"].shape == (4, 20, 5, 12, 16)
+    c = cache_stage.load_encoders(cache_stage.ASSETS, None)
+    h, w = 96 // c.vae_scale_spatial, 128 // c.vae_scale_spatial  # the bundled VAE's grid (24x32 at 4x)
+    assert data["x0"].shape == (4, 16, 5, h, w) and data["y"].shape == (4, 20, 5, h, w)
     assert data["text"].shape == (4, 32, 64) and data["negative"].shape == (32, 64)
     assert {m["mode"] for m in data["meta"]} <= {"shot", "film"}
-    assert torch.equal(data["y"][:, :4].float(), condition_mask(5, 12, 16, "cpu", torch.float32).expand(4, -1, -1, -1, -1))
+    assert torch.equal(data["y"][:, :4].float(), condition_mask(5, h, w, "cpu", torch.float32).expand(4, -1, -1, -1, -1))
     # Rebuild sample 0 by hand with the inference functions: the cache must agree.
     spec = cache_stage.sample_spec(0, 0, 0.5)
-    c = cache_stage.load_encoders(cache_stage.ASSETS, None)
     import storyworld as sw
 
     frames = torch.from_numpy(sw.render_random(spec.video_seed, 1, 33, width=128, height=96, fps=8).frames)
@@ -131,17 +132,19 @@ def test_dit_patch_change_carries_the_blocks_over():
     from storyworld.train.cache import ASSETS
 
     source = dit_stage.build(ASSETS / "transformer", 0)
-    dit = dit_stage.build(ASSETS / "transformer", 0, patch=4)
-    assert dit.config.patch_size == (1, 4, 4) and dit.patch_embedding.weight.shape[-2:] == (4, 4)
+    other = 2 if tuple(source.config.patch_size) == (1, 4, 4) else 4  # the bundled DiT is patch 4 since round 3
+    dit = dit_stage.build(ASSETS / "transformer", 0, patch=other)
+    assert tuple(dit.config.patch_size) == (1, other, other) and dit.patch_embedding.weight.shape[-2:] == (other, other)
     src = source.state_dict()
     for k, v in dit.state_dict().items():
         if k.startswith("blocks.") or k.startswith("condition_embedder."):
             assert torch.equal(v, src[k]), k
-    # the same 16 px token grid over the 4x VAE's latents: (1, 36, 5, 24, 32) in, (1, 16, 5, 24, 32) out
+    # the same 16 px token grid over the matching VAE's latents (4x4 patch: 24x32 cells, 2x2: 12x16)
+    h, w = 6 * other, 8 * other
     with torch.no_grad():
-        out = dit(torch.randn(1, 36, 5, 24, 32), torch.tensor([500.0]), torch.randn(1, 8, 64),
+        out = dit(torch.randn(1, 36, 5, h, w), torch.tensor([500.0]), torch.randn(1, 8, 64),
                   torch.randn(1, 5, 64), return_dict=False)[0]
-    assert out.shape == (1, 16, 5, 24, 32)
+    assert out.shape == (1, 16, 5, h, w)
 
 
 @pytest.mark.parametrize("z_dim", [16, 4])
