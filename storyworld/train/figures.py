@@ -37,8 +37,9 @@ SAMPLE_CAPTIONS = ("a red circle bounces on a beach by day while a person waves"
 
 
 def sample_grid(model: Path, captions=SAMPLE_CAPTIONS, clips: int = 4, seed: int = 0):
-    """One row per caption: start image, clip 1 frame 0 (the VAE's reconstruction), clip 1 frame 8
-    and clip `clips`' last frame of the base model, then the same two frames with the SVI LoRA.
+    """One row per caption: start image, clip 1 frame 0 (generated: the DiT redraws the given frame),
+    clip 1 frame 8 and clip `clips`' last frame of the base model, then the same two frames with the
+    SVI LoRA.
     Rendered through the engine (storyworld.train.evaluate), so it shows what the app renders."""
     import tempfile
 
