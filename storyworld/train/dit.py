@@ -63,10 +63,19 @@ class Batches:
         self.folder, self.seed, self.reload = folder, seed, reload
         self.data, self._loaded_at = None, None
 
-    def get(self, step: int, size: int, p_uncond: float) -> dict:
+    def _load(self, step: int) -> dict:
         epoch = step // self.reload
         if self.data is None or self._loaded_at != epoch:
             self.data, self._loaded_at = load_cache(self.folder), epoch
+        return self.data
+
+    @property
+    def latent_channels(self) -> int:
+        """The cached VAE's latent channels (they decide the DiT's in/out channels)."""
+        return self._load(0)["x0"].shape[1]
+
+    def get(self, step: int, size: int, p_uncond: float) -> dict:
+        self._load(step)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         n = self.data["x0"].shape[0]
         idx = torch.randint(0, n, (size,), generator=g)
@@ -111,8 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
     weights = sched.training_weights().float()
     data = Batches(args.cache, args.seed)
-    z_dim = data.get(0, 1, 0.0)["x0"].shape[1]  # the cached VAE's latent channels decide the DiT's
-    dit = build(args.init, args.seed, args.patch, z_dim).train()
+    dit = build(args.init, args.seed, args.patch, data.latent_channels).train()
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731

@@ -62,7 +62,8 @@ def sample_grid(model: Path, captions=SAMPLE_CAPTIONS, clips: int = 4, seed: int
 def plot_samples(model: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
-    titles, rows = sample_grid(model)
+    captions = SAMPLE_CAPTIONS
+    titles, rows = sample_grid(model, captions)
     fig, axes = plt.subplots(len(rows), len(titles), figsize=(1.9 * len(titles), 1.55 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         for c, frame in enumerate(row):
@@ -71,7 +72,7 @@ def plot_samples(model: Path, out: Path) -> None:
             axes[r, c].set_yticks([])
             if r == 0:
                 axes[r, c].set_title(titles[c], fontsize=8)
-        axes[r, 0].set_ylabel(SAMPLE_CAPTIONS[r].replace(" while", "\nwhile"), fontsize=5.5)
+        axes[r, 0].set_ylabel(captions[r].replace(" while", "\nwhile"), fontsize=5.5)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
