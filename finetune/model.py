@@ -12,6 +12,9 @@ from contextlib import ExitStack
 import torch
 import torch.nn as nn
 
+from svi.models import prediction_type
+from svi.scheduler import NUM_TRAIN_TIMESTEPS, FlowMatchScheduler
+
 
 class TrainModule(nn.Module):
     """DiT (+ LoRA) and optional conditioning adapters; forward returns the predicted velocity.
@@ -27,6 +30,7 @@ class TrainModule(nn.Module):
         self.transformer = transformer
         self.audio = audio
         self.pose = pose
+        self.prediction = prediction_type(transformer)  # a "sample" DiT's x0 is turned into v below
         self._audio_handle = self._pose_handle = None
         if audio is not None:
             from svi.conditioning.audio_adapter import attach_audio
@@ -53,7 +57,9 @@ class TrainModule(nn.Module):
                 if pose_keep is not None:
                     feats = feats * pose_keep.to(feats.dtype).view(-1, 1, 1, 1, 1)
                 stack.enter_context(self._pose_handle.use(feats))
-            return self.transformer(hidden, timestep, text, clip, return_dict=False)[0]
+            out = self.transformer(hidden, timestep, text, clip, return_dict=False)[0]
+        sigma = timestep.float().view(-1, 1, 1, 1, 1) / NUM_TRAIN_TIMESTEPS
+        return FlowMatchScheduler.as_velocity(out, x_t, sigma, self.prediction)
 
 
 def dit_width(transformer: nn.Module) -> int:

@@ -71,6 +71,16 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
+# The DiT config key that says what it outputs (svi.scheduler.PREDICTIONS); diffusers keeps
+# underscore keys through save / load / from_config and passes none of them to __init__.
+PREDICTION_KEY = "_svi_prediction"
+
+
+def prediction_type(transformer: torch.nn.Module) -> str:
+    """"flow" (the velocity: Wan, and any DiT whose config does not say) or "sample" (x0)."""
+    return transformer.config.get(PREDICTION_KEY, "flow")
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -99,6 +109,10 @@ class WanComponents:
     @property
     def vae_scale_temporal(self) -> int:
         return 2 ** sum(bool(x) for x in self.vae.config.temperal_downsample)
+
+    @property
+    def prediction(self) -> str:
+        return prediction_type(self.transformer)
 
     def latents_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.vae.config

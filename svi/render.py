@@ -209,7 +209,8 @@ class Renderer:
                     raise RenderCancelled(f"cancelled at clip {clip.index}, step {i}")
                 x_in = x.expand(B, -1, -1, -1, -1)
                 t = torch.full((B,), sigmas[i] * self.scheduler.num_train_timesteps, device=dev)
-                v = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]
+                out = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]
+                v = self.scheduler.as_velocity(out, x_in, sigmas[i], c.prediction)  # guidance is linear in either
                 forwards += 1
                 if three_way:
                     v = audio_guidance(v.float(), clip.cfg, clip.audio_cfg)

@@ -1,7 +1,10 @@
 """Flow matching with a sigma shift: the maths only (SVI_SPEC 1.9, 3.4, 3.5). No models here.
 
 Convention: sigma = 1 is pure noise, sigma = 0 is data; x_t = (1 - sigma) x0 + sigma eps and the
-model predicts the velocity v = eps - x0. The DiT sees t = 1000 sigma.
+sampler integrates the velocity v = eps - x0. The DiT sees t = 1000 sigma. Wan predicts v directly
+("flow"); a model may instead predict the clean sample x0 ("sample", as JiT, Li & He 2025), which a
+narrow DiT can do where it cannot carry per-value noise through its residual stream, and
+`as_velocity` turns that into the v the sampler and the error-recycling maths use.
 """
 
 from __future__ import annotations
@@ -11,6 +14,11 @@ from dataclasses import dataclass
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
+PREDICTIONS = ("flow", "sample")
+# v = (x_t - x0) / sigma would weight an x0 error by 1 / sigma^2 near sigma = 0 (the training grid
+# reaches 0.005) and let those steps swamp the loss; below the floor the divisor stays at the floor,
+# in training and sampling alike (inference sigmas stay above it: 0.09 at 50 steps, shift 5).
+SAMPLE_SIGMA_FLOOR = 0.05
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float):
@@ -39,6 +47,18 @@ class FlowMatchScheduler:
         """One Euler step x <- x + v (sigma_next - sigma), computed in fp32 and cast back."""
         out = sample.float() + velocity.float() * (sigma_next - sigma)
         return out.to(sample.dtype)
+
+    @staticmethod
+    def as_velocity(output: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor | float,
+                    prediction: str = "flow") -> torch.Tensor:
+        """The velocity a model's `output` stands for: itself for a "flow" model, and for a "sample"
+        model (x0 predicted) v = (x_t - x0) / max(sigma, SAMPLE_SIGMA_FLOOR), in fp32."""
+        if prediction == "flow":
+            return output
+        if prediction != "sample":
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x_t.device).clamp(min=SAMPLE_SIGMA_FLOOR)
+        return (x_t.float() - output.float()) / sigma
 
     # ---------------------------------------------------------------- training-side helpers
     def training_sigmas(self) -> torch.Tensor:

@@ -172,3 +172,44 @@ def test_prompt_cleaning_matches_wan():
 
     for text in ["  a &amp;amp; b\n\n c ", "caf\u00c3\u00a9  au lait", "plain"]:
         assert prompt_clean(text) == wan_clean(text)
+
+
+def test_sample_prediction_velocity_is_exact_above_the_floor_and_floored_below():
+    from svi.scheduler import SAMPLE_SIGMA_FLOOR, FlowMatchScheduler
+
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(2, 4, 3, 5, 5, generator=g), torch.randn(2, 4, 3, 5, 5, generator=g)
+    sched = FlowMatchScheduler()
+    for sigma in (0.9, 0.3, SAMPLE_SIGMA_FLOOR):
+        x_t = sched.add_noise(x0, eps, sigma)
+        assert torch.allclose(sched.as_velocity(x0, x_t, sigma, "sample"), sched.velocity_target(x0, eps), atol=1e-5)
+        # an x0 a little off gives a v off by that error / sigma: the sampler's step is what it moves
+        assert torch.allclose(sched.as_velocity(x0 + 0.1, x_t, sigma, "sample"),
+                              sched.velocity_target(x0, eps) - 0.1 / sigma, atol=1e-5)
+    x_t = sched.add_noise(x0, eps, 0.005)
+    assert torch.allclose(sched.as_velocity(x0 + 0.1, x_t, 0.005, "sample") - sched.as_velocity(x0, x_t, 0.005, "sample"),
+                          torch.full_like(x0, -0.1 / SAMPLE_SIGMA_FLOOR), atol=1e-4)
+    assert sched.as_velocity(x0, x_t, 0.3, "flow") is x0
+    with pytest.raises(ValueError, match="prediction"):
+        sched.as_velocity(x0, x_t, 0.3, "epsilon")
+
+
+def test_a_sample_predicting_dit_lands_on_its_prediction(start_image):
+    """The renderer reads what the DiT outputs from its config: pin the output to a constant and a
+    "sample" DiT's clip ends on that constant whatever the noise (so two seeds decode alike), while
+    the same DiT read as a velocity ("flow", Wan's way) ends on noise - constant."""
+    from svi.engine import build_renderer
+    from svi.models import PREDICTION_KEY
+
+    renderer, _ = build_renderer(resolve_spec("storyworld-tiny", "shot"), "cpu")
+    dit = renderer.c.transformer
+    dit.proj_out.weight.data.zero_()
+    dit.proj_out.bias.data.fill_(0.3)
+
+    def first_clip(seed: int, prediction: str) -> np.ndarray:
+        dit.register_to_config(**{PREDICTION_KEY: prediction})
+        assert renderer.c.prediction == prediction
+        return render_all(renderer, plan(board(start_image, 2.0, seed=seed), renderer.spec))[0].frames.astype(int)
+
+    assert np.abs(first_clip(1, "sample") - first_clip(2, "sample")).max() <= 1
+    assert np.abs(first_clip(1, "flow") - first_clip(2, "flow")).mean() > 5

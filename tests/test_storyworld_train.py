@@ -112,6 +112,31 @@ def test_dit_stage_trains_exports_and_resumes_exactly(small_cache, tmp_path):
     start_image("a red circle rests on a beach by day", img)
     frames = chain(make_renderer("shot", folder=folder, steps=2), img, ["a red circle rests on a beach by day"])
     assert frames[0].shape == (17, 96, 128, 3) and frames[0].dtype == np.uint8
+    assert make_renderer("shot", folder=folder).c.prediction == "flow"
+
+
+def test_dit_stage_can_train_an_x0_predicting_dit_whose_export_says_so(small_cache, tmp_path):
+    """--predict sample: the export's config carries the prediction, so the engine and the LoRA
+    trainer (finetune.model.TrainModule) turn its x0 into the velocity they integrate."""
+    from finetune.model import TrainModule
+    from svi.models import PREDICTION_KEY
+
+    dit_stage.main(["--out", str(tmp_path / "x0"), "--steps", "2", "--predict", "sample", "--cache", str(small_cache),
+                    "--batch", "2", "--every", "1", "--warmup", "2", "--threads", "1"])
+    assert json.loads((tmp_path / "x0" / "transformer" / "config.json").read_text())[PREDICTION_KEY] == "sample"
+    folder = bundle(tmp_path / "model", dit=tmp_path / "x0" / "transformer")
+    renderer = make_renderer("shot", folder=folder, steps=2)
+    assert renderer.c.prediction == "sample"
+    module = TrainModule(renderer.c.transformer)
+    module.transformer.proj_out.weight.data.zero_()
+    module.transformer.proj_out.bias.data.fill_(0.25)  # the DiT now says x0 = 0.25 everywhere
+    h, w = 96 // renderer.c.vae_scale_spatial, 128 // renderer.c.vae_scale_spatial
+    x_t = torch.randn(2, 16, 5, h, w)
+    with torch.no_grad():
+        v = module(x_t, torch.tensor([600.0, 20.0]), torch.randn(2, 8, 64), torch.randn(2, 5, 64),
+                   torch.randn(2, 20, 5, h, w))
+    assert torch.allclose(v[0], (x_t[0] - 0.25) / 0.6, atol=1e-4)
+    assert torch.allclose(v[1], (x_t[1] - 0.25) / 0.05, atol=1e-3)  # sigma 0.02 is under the floor
 
 
 def test_foreground_weight_covers_the_object_and_little_else():

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from svi.models import PREDICTION_KEY
 from svi.presets import resolve_spec
-from svi.scheduler import FlowMatchScheduler
+from svi.scheduler import PREDICTIONS, FlowMatchScheduler
 
 from .cache import ASSETS, load_cache
 from .common import Run, base_parser, seed_everything, set_threads
@@ -88,12 +89,19 @@ class Batches:
                 "noise": torch.randn(self.data["x0"][idx].shape, generator=g), "n": n}
 
 
-def flow_loss(transformer, sched: FlowMatchScheduler, b: dict, weights: torch.Tensor) -> torch.Tensor:
+def flow_loss(transformer, sched: FlowMatchScheduler, b: dict, weights: torch.Tensor,
+              prediction: str = "flow") -> torch.Tensor:
+    """Weighted MSE in velocity space whatever the model predicts (a "sample" model's x0 is turned
+    into v as the sampler will, so the loss, its weights and its figures compare across the two)."""
     sig = sched.training_sigmas().float()[b["sigma_index"]].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
     x_t = sched.add_noise(b["x0"], b["noise"], sig)  # (B, 16, T, h, w)
-    target = sched.velocity_target(b["x0"], b["noise"])
+    if prediction == "sample":  # the same floored divisor as the prediction's, so the target is exact
+        target = sched.as_velocity(b["x0"], x_t, sig, "sample")
+    else:
+        target = sched.velocity_target(b["x0"], b["noise"])
     t = sig.flatten() * sched.num_train_timesteps
-    v = transformer(torch.cat([x_t, b["y"]], dim=1), t, b["text"], b["clip"], return_dict=False)[0]
+    out = transformer(torch.cat([x_t, b["y"]], dim=1), t, b["text"], b["clip"], return_dict=False)[0]
+    v = sched.as_velocity(out, x_t, sig, prediction)
     per = (v.float() - target).pow(2).mean(dim=(1, 2, 3, 4))  # (B,)
     return (per * weights[b["sigma_index"]]).mean()
 
@@ -110,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", type=Path, default=ASSETS / "transformer", help="transformer folder to start from")
     ap.add_argument("--patch", type=int, default=None,
                     help="spatial patch of the DiT (default: init's); must match the VAE: 2 for 8x, 4 for 4x")
+    ap.add_argument("--predict", choices=PREDICTIONS, default="flow",
+                    help="what the DiT outputs: the velocity (Wan's way) or the clean latents x0 (JiT's "
+                         "way, for a DiT narrower than its tokens' latent values); bundle records it")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
@@ -121,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     weights = sched.training_weights().float()
     data = Batches(args.cache, args.seed)
     dit = build(args.init, args.seed, args.patch, data.latent_channels).train()
+    dit.register_to_config(**{PREDICTION_KEY: args.predict})  # the export says what it outputs
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         b = data.get(step, args.batch, args.p_uncond)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = flow_loss(dit, sched, b, weights)
+        loss = flow_loss(dit, sched, b, weights, args.predict)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
