@@ -2,14 +2,9 @@
 
 Convention: sigma = 1 is pure noise, sigma = 0 is data; x_t = (1 - sigma) x0 + sigma eps and the
 sampler integrates the velocity v = eps - x0. The DiT sees t = 1000 sigma. Wan predicts v directly
-("flow"). `as_velocity` also turns two other outputs into the v the sampler and the error-recycling
-maths use, for a DiT too narrow to carry each of its tokens' latent values through its residual
-stream (storyworld-tiny: 256 values per token, 128 wide):
-- "sample": the clean latents x0 (JiT, Li & He 2025). No noise has to pass the bottleneck, but the
-  last step lands on x0_hat, so detail the bottleneck drops is lost (samples come out soft).
-- "edm": Karras et al. 2022's preconditioning, x0_hat = c_skip x_t + c_out F. F is x0 at high noise
-  and -eps near sigma 0, where its error reaches x0 scaled by sigma, so the detail already in x_t
-  survives the last steps; the target has unit variance at every sigma.
+("flow"); a model may instead predict the clean sample x0 ("sample", as JiT, Li & He 2025), which a
+narrow DiT can do where it cannot carry per-value noise through its residual stream, and
+`as_velocity` turns that into the v the sampler and the error-recycling maths use.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
-PREDICTIONS = ("flow", "sample", "edm")
+PREDICTIONS = ("flow", "sample")
 # v = (x_t - x0) / sigma would weight an x0 error by 1 / sigma^2 near sigma = 0 (the training grid
 # reaches 0.005) and let those steps swamp the loss; below the floor the divisor stays at the floor,
 # in training and sampling alike (inference sigmas stay above it: 0.09 at 50 steps, shift 5).
@@ -56,21 +51,14 @@ class FlowMatchScheduler:
     @staticmethod
     def as_velocity(output: torch.Tensor, x_t: torch.Tensor, sigma: torch.Tensor | float,
                     prediction: str = "flow") -> torch.Tensor:
-        """The velocity a model's `output` stands for, in fp32 unless "flow" (the output itself).
-
-        "sample" (x0 predicted): v = (x_t - x0) / max(sigma, SAMPLE_SIGMA_FLOOR).
-        "edm" (F of x0_hat = c_skip x_t + c_out F, unit data std, in the flow mixing: with
-        D = (1 - sigma)^2 + sigma^2, c_skip = (1 - sigma) / D and c_out = sigma / sqrt(D)):
-        v = (x_t - x0_hat) / sigma = ((2 sigma - 1) x_t - sqrt(D) F) / D, finite at every sigma."""
+        """The velocity a model's `output` stands for: itself for a "flow" model, and for a "sample"
+        model (x0 predicted) v = (x_t - x0) / max(sigma, SAMPLE_SIGMA_FLOOR), in fp32."""
         if prediction == "flow":
             return output
-        if prediction not in PREDICTIONS:
+        if prediction != "sample":
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x_t.device)
-        if prediction == "sample":
-            return (x_t.float() - output.float()) / sigma.clamp(min=SAMPLE_SIGMA_FLOOR)
-        d = (1 - sigma) ** 2 + sigma ** 2
-        return ((2 * sigma - 1) * x_t.float() - d.sqrt() * output.float()) / d
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x_t.device).clamp(min=SAMPLE_SIGMA_FLOOR)
+        return (x_t.float() - output.float()) / sigma
 
     # ---------------------------------------------------------------- training-side helpers
     def training_sigmas(self) -> torch.Tensor:

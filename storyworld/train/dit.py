@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patch", type=int, default=None,
                     help="spatial patch of the DiT (default: init's); must match the VAE: 2 for 8x, 4 for 4x")
     ap.add_argument("--predict", choices=PREDICTIONS, default="flow",
-                    help="what the DiT outputs (svi.scheduler.as_velocity): the velocity (Wan's way), the "
-                         "clean latents x0 (JiT's) or EDM's preconditioned F, for a DiT narrower than its "
-                         "tokens' latent values; the export's config records it")
+                    help="what the DiT outputs: the velocity (Wan's way) or the clean latents x0 (JiT's "
+                         "way, for a DiT narrower than its tokens' latent values); bundle records it")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
