@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", default="shot", help="storyworld-tiny variant (shot: m=1 + ref padding; film: m=5)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cfg", type=float, default=None, help="text guidance (default: the preset's)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled storyworld-tiny)")
     ap.add_argument("--lora", type=Path, default=None, help="SVI LoRA file (default: MODEL/svi-lora.safetensors)")
     ap.add_argument("--plot", type=Path, default=Path("out/drift.png"))
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     for model, prompts in tqdm(runs, desc="chains"):
         r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps)
         clips = chain(r, tmp / "start.png", [CAPTION] * args.clips if prompts == "one prompt" else stream,
-                      seed=args.seed)
+                      seed=args.seed, cfg=args.cfg)
         curves[(model, prompts)] = drift_curve(clips)
     secs = time.perf_counter() - t0
 

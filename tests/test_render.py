@@ -123,7 +123,7 @@ def test_same_dit_forwards_as_plain_wan_i2v(tiny_renderer, start_image):
 
     hook = c.transformer.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        p = plan(board(start_image, 2.0), tiny_renderer.spec)
+        p = plan(board(start_image, 2.0, cfg=5.0), tiny_renderer.spec)  # guidance on (the tiny preset's is 1)
         render_all(tiny_renderer, p)
         ours = list(calls)
         calls.clear()
