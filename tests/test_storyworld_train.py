@@ -112,7 +112,8 @@ def test_dit_stage_trains_exports_and_resumes_exactly(small_cache, tmp_path):
     start_image("a red circle rests on a beach by day", img)
     frames = chain(make_renderer("shot", folder=folder, steps=2), img, ["a red circle rests on a beach by day"])
     assert frames[0].shape == (17, 96, 128, 3) and frames[0].dtype == np.uint8
-    assert make_renderer("shot", folder=folder).c.prediction == "flow"
+    # no --predict: the init's (the bundled DiT predicts x0 since round 4)
+    assert make_renderer("shot", folder=folder).c.prediction == make_renderer("shot").c.prediction == "sample"
 
 
 def test_dit_stage_can_train_an_x0_predicting_dit_whose_export_says_so(small_cache, tmp_path):

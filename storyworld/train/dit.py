@@ -4,9 +4,10 @@ Inputs exactly as the renderer builds them (storyworld.train.cache): [x_t | mask
 latents] (36 channels), t = 1000 sigma, the frozen umT5 prompt embedding and the CLIP tokens of the
 first condition frame. Per step: sigma drawn uniformly from svi.scheduler's 1000-point training
 grid (shift 5, as inference), x_t = (1 - sigma) x0 + sigma eps, target v = eps - x0, MSE weighted
-by FlowMatchScheduler.training_weights (SVI_SPEC 3.4). The prompt is replaced by the preset's
-negative-prompt embedding with probability --p-uncond, so classifier-free guidance has an
-unconditional branch to use. An EMA of the weights (decay ramping to --ema) is what gets exported
+by FlowMatchScheduler.training_weights (SVI_SPEC 3.4); with --predict sample the DiT outputs x0 and
+the loss is taken on the v it stands for (FlowMatchScheduler.as_velocity). The prompt is replaced
+by the preset's negative-prompt embedding with probability --p-uncond, so classifier-free guidance
+has an unconditional branch to use. An EMA of the weights (decay ramping to --ema) is what gets exported
 (OUT/transformer); the text encoder stays frozen at its seeded random init (model card).
 
     python -m storyworld.train.dit --cache out/storyworld-train/cache --out out/storyworld-train/dit --steps 6000 --resume
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from svi.models import PREDICTION_KEY
+from svi.models import PREDICTION_KEY, prediction_type
 from svi.presets import resolve_spec
 from svi.scheduler import PREDICTIONS, FlowMatchScheduler
 
@@ -118,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", type=Path, default=ASSETS / "transformer", help="transformer folder to start from")
     ap.add_argument("--patch", type=int, default=None,
                     help="spatial patch of the DiT (default: init's); must match the VAE: 2 for 8x, 4 for 4x")
-    ap.add_argument("--predict", choices=PREDICTIONS, default="flow",
-                    help="what the DiT outputs: the velocity (Wan's way) or the clean latents x0 (JiT's "
-                         "way, for a DiT narrower than its tokens' latent values); bundle records it")
+    ap.add_argument("--predict", choices=PREDICTIONS, default=None,
+                    help="what the DiT outputs (default: init's): the velocity (flow, Wan's way) or the clean "
+                         "latents x0 (sample, JiT's way, for a DiT narrower than its tokens' latent values); "
+                         "the export's config records it")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     weights = sched.training_weights().float()
     data = Batches(args.cache, args.seed)
     dit = build(args.init, args.seed, args.patch, data.latent_channels).train()
-    dit.register_to_config(**{PREDICTION_KEY: args.predict})  # the export says what it outputs
+    predict = args.predict or prediction_type(dit)
+    dit.register_to_config(**{PREDICTION_KEY: predict})  # the export says what it outputs
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
     lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         b = data.get(step, args.batch, args.p_uncond)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = flow_loss(dit, sched, b, weights, args.predict)
+        loss = flow_loss(dit, sched, b, weights, predict)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
