@@ -197,6 +197,7 @@ class Renderer:
         if audio is not None and audio.shape[0] != B:
             audio = audio.expand(B, -1, -1, -1)
         sigmas = self.scheduler.sigmas(clip.steps).tolist()
+        prediction = c.prediction  # what the DiT outputs: its velocity, or x0 (svi.scheduler.as_velocity)
         forwards = 0
         t1 = time.perf_counter()
         with ExitStack() as hooks:
@@ -210,7 +211,7 @@ class Renderer:
                 x_in = x.expand(B, -1, -1, -1, -1)
                 t = torch.full((B,), sigmas[i] * self.scheduler.num_train_timesteps, device=dev)
                 out = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]
-                v = self.scheduler.as_velocity(out, x_in, sigmas[i], c.prediction)  # guidance is linear in either
+                v = self.scheduler.as_velocity(out, x_in, sigmas[i], prediction)  # guidance is linear in either
                 forwards += 1
                 if three_way:
                     v = audio_guidance(v.float(), clip.cfg, clip.audio_cfg)
