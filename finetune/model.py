@@ -30,7 +30,10 @@ class TrainModule(nn.Module):
         self.transformer = transformer
         self.audio = audio
         self.pose = pose
-        self.prediction = prediction_type(transformer)  # a "sample" DiT's x0 is turned into v below
+        # A "sample" DiT's x0 is turned into v below. Below sigma 0.05 that v is floored
+        # (svi.scheduler.SAMPLE_SIGMA_FLOOR) while error recycling's target stays the true velocity:
+        # about 1% of draws, at ~1.5% of the peak loss weight, so the target is left as it is.
+        self.prediction = prediction_type(transformer)
         self._audio_handle = self._pose_handle = None
         if audio is not None:
             from svi.conditioning.audio_adapter import attach_audio
