@@ -32,7 +32,7 @@ class TrainModule(nn.Module):
         self.pose = pose
         # A "sample" DiT's x0 is turned into v below. Below sigma 0.05 that v is floored
         # (svi.scheduler.SAMPLE_SIGMA_FLOOR) while error recycling's target stays the true velocity:
-        # about 1% of draws, at ~1.5% of the peak loss weight, so the target is left as it is.
+        # 1% of the training grid, 0.17% of its total loss weight, so the target is left as it is.
         self.prediction = prediction_type(transformer)
         self._audio_handle = self._pose_handle = None
         if audio is not None:
