@@ -77,17 +77,19 @@ def build_tiny(seed: int = 0, words: list[str] | None = None) -> dict:
     }
 
 
-def save_tiny_adapters(out: Path, seed: int = 0) -> None:
-    """The talk / dance adapters of the tiny preset: MultiTalk and dwpose classes at DiT width."""
+def save_tiny_adapters(out: Path, seed: int = 0, transformer: dict | None = None) -> None:
+    """The talk / dance adapters of the tiny preset: MultiTalk and dwpose classes at the width of
+    the DiT whose config is `transformer` (default: TINY_TRANSFORMER)."""
     from dataclasses import asdict
 
     from .conditioning.audio_adapter import AudioAdapter
     from .conditioning.pose_encoder import PoseEncoder
     from .conditioning.runtime import save_adapter, tiny_audio_config
 
-    dim = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]
+    t = transformer or TINY_TRANSFORMER
+    dim = t["num_attention_heads"] * t["attention_head_dim"]
     torch.manual_seed(seed + 1)
-    cfg = tiny_audio_config(dim, TINY_TRANSFORMER["num_attention_heads"], TINY_TRANSFORMER["num_layers"])
+    cfg = tiny_audio_config(dim, t["num_attention_heads"], t["num_layers"])
     save_adapter(AudioAdapter(cfg), asdict(cfg), out / "audio_adapter")
     save_adapter(PoseEncoder(dim=dim, hidden=8), {"dim": dim, "hidden": 8}, out / "pose_encoder")
 

@@ -234,3 +234,36 @@ def test_vae_whole_frame_phase_starts_from_a_run_and_trains_every_weight(tmp_pat
     assert any((after[k] - fresh[k]).abs().max() > 1e-4 for k in before)
     for prefix in ("encoder.", "decoder."):  # and the phase trains both halves
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
+
+
+def test_object_crops_are_centred_on_the_object():
+    """--object-crops 1: every crop window holds the object's pixels (a random 64 px window of a
+    128x96 frame misses a small object about half the time)."""
+    from storyworld.maps import palette_labels
+
+    x = vae_stage.batch(5, 0, 6, crop=64, frames=5, image_every=0, object_crops=1.0)
+    frames = x.permute(0, 2, 3, 4, 1).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    assert x.shape == (6, 3, 5, 64, 64)
+    assert all((palette_labels(clip[len(clip) // 2]) >= 0).sum() > 20 for clip in frames)
+    assert torch.equal(x, vae_stage.batch(5, 0, 6, crop=64, frames=5, image_every=0, object_crops=1.0))
+
+
+def test_a_wider_dit_trains_bundles_and_renders_with_adapters_at_its_width(small_cache, tmp_path):
+    """--head-dim 64: a 256-wide DiT (as many dimensions as a 4x4 token has latent values); the
+    bundle re-seeds the audio adapter and pose encoder at that width, and the talk variant renders."""
+    dit_stage.main(["--out", str(tmp_path / "wide"), "--steps", "1", "--head-dim", "64", "--cache", str(small_cache),
+                    "--batch", "2", "--every", "1", "--threads", "1", "--predict", "sample"])
+    cfg = json.loads((tmp_path / "wide" / "transformer" / "config.json").read_text())
+    assert (cfg["attention_head_dim"], cfg["added_kv_proj_dim"], cfg["ffn_dim"]) == (64, 256, 512)
+    folder = bundle(tmp_path / "model", dit=tmp_path / "wide" / "transformer")
+    assert json.loads((folder / "audio_adapter" / "config.json").read_text())["dim"] == 256
+    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["dim"] == 256
+    assert not (folder / "svi-talk.safetensors").exists()  # the base's LoRAs were for the 128-wide DiT
+    from svi.conditioning.runtime import AudioConditioner, load_audio_adapter
+
+    renderer = make_renderer("shot", folder=folder, steps=1)
+    caption = "a green ring rests on a beach by day while a person stands"
+    start_image(caption, tmp_path / "start.png")
+    assert chain(renderer, tmp_path / "start.png", [caption])[0].shape == (17, 96, 128, 3)
+    audio = AudioConditioner(load_audio_adapter(folder / "audio_adapter"), renderer.c.transformer, 8.0)
+    assert audio.adapter.cfg.dim == 256  # its blocks attached to the 256-wide DiT's

@@ -38,6 +38,25 @@ def _replace_dir(src: Path, dst: Path) -> None:
         (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def _match_adapters(into: Path) -> None:
+    """Re-seed the adapters' init (audio_adapter/, pose_encoder/) at the DiT's width when it changed:
+    a talk / dance fine-tune starts from them, and their blocks must fit the DiT they attach to."""
+    from svi.tiny import save_tiny_adapters
+
+    dit = json.loads((into / "transformer" / "config.json").read_text())
+    width = dit["num_attention_heads"] * dit["attention_head_dim"]
+    adapter = into / "audio_adapter" / "config.json"
+    if adapter.is_file() and json.loads(adapter.read_text()).get("dim") == width:
+        return
+    save_tiny_adapters(into, 0, dit)
+    # LoRAs (and the adapters they carry) of a DiT of another width cannot attach to this one
+    stale = [p for p in (into / n for n in (SVI_LORA, TALK_LORA, DANCE_LORA)) if p.is_file()]
+    for p in stale:
+        p.unlink()
+    print(f"bundle: adapters re-seeded at the DiT's width {width}"
+          + (f"; removed LoRAs of the old width: {', '.join(p.name for p in stale)}" if stale else ""))
+
+
 def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Path | None = None,
            lora: Path | None = None, talk: Path | None = None, dance: Path | None = None,
            note: str | None = None) -> Path:
@@ -49,6 +68,7 @@ def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Pat
         _replace_dir(Path(vae), into / "vae")
     if dit is not None:
         _replace_dir(Path(dit), into / "transformer")
+        _match_adapters(into)
     for src, name in ((lora, SVI_LORA), (talk, TALK_LORA), (dance, DANCE_LORA)):
         if src is not None:
             shutil.copyfile(src, into / name)

@@ -29,7 +29,7 @@ from .cache import ASSETS, load_cache
 from .common import Run, base_parser, seed_everything, set_threads
 
 
-def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = None):
+def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = None, head_dim: int | None = None):
     """The DiT to start from: the model folder's transformer (seeded random init in the bundled folder).
 
     With `patch` other than init's spatial patch (round 3: 4x4 tokens over the 4x VAE's latents where
@@ -37,7 +37,10 @@ def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = N
     channels (in = noisy latents z + condition mask 4 + condition latents z, out = z), every tensor
     whose shape still fits is carried over (the blocks, text/image/time embedders, norms) and the
     patch embedding and output projection start from the seeded init: the token grid, and so all
-    that the blocks learned about it, is unchanged."""
+    that the blocks learned about it, is unchanged. `head_dim` other than init's widens (or narrows)
+    the DiT: width = heads x head_dim, with the image-context projection at the width and the FFN at
+    twice it, as the tiny config has them; nothing but shape-free tensors carries over, so that is
+    training from scratch."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -47,6 +50,9 @@ def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = N
         changes["patch_size"] = (1, patch, patch)
     if z_dim is not None and source.config.out_channels != z_dim:
         changes.update(in_channels=2 * z_dim + 4, out_channels=z_dim)
+    if head_dim is not None and source.config.attention_head_dim != head_dim:
+        width = source.config.num_attention_heads * head_dim
+        changes.update(attention_head_dim=head_dim, added_kv_proj_dim=width, ffn_dim=2 * width)
     if not changes:
         return source
     model = WanTransformer3DModel.from_config({**source.config, **changes})
@@ -123,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="what the DiT outputs (default: init's): the velocity (flow, Wan's way) or the clean "
                          "latents x0 (sample, JiT's way, for a DiT narrower than its tokens' latent values); "
                          "the export's config records it")
+    ap.add_argument("--head-dim", type=int, default=None,
+                    help="attention head width (default: init's). 64 makes the 4-head DiT 256 wide, as many "
+                         "dimensions as a 4x4 token has latent values (16 x 16); starts the blocks afresh")
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
     weights = sched.training_weights().float()
     data = Batches(args.cache, args.seed)
-    dit = build(args.init, args.seed, args.patch, data.latent_channels).train()
+    dit = build(args.init, args.seed, args.patch, data.latent_channels, args.head_dim).train()
     predict = args.predict or prediction_type(dit)
     dit.register_to_config(**{PREDICTION_KEY: predict})  # the export says what it outputs
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
