@@ -88,9 +88,9 @@ def lip_following(folder, lora, svi, clips, seed, tmp):
     from storyworld.files import write_wav
     from storyworld.pose import lip_sync
     from storyworld.train.data import FPS, HEIGHT, WIDTH
-    from storyworld.train.evaluate import chain, make_renderer
+    from storyworld.train.evaluate import LIP_CAPTION, chain, make_renderer
 
-    caption = "a green ring rests on a beach by day while a person stands"
+    caption = LIP_CAPTION
     n_frames = 16 * clips + 1
     video = sw.render([caption], n_frames, seed, width=WIDTH, height=HEIGHT, fps=FPS)
     from PIL import Image
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                                       seed=args.seed)
     print(f"ceiling (the VAE's own reconstructions of true clips): place+time {ceiling['place']:.1%}, colour "
           f"{ceiling['colour']:.1%}, pose error {ceiling['pose_error']:.3f} (figure found {ceiling['found']:.0%}), "
-          f"L1 {ceiling['l1']:.1f}/255, foreground L1 {ceiling['fg_l1']:.1f}/255")
+          f"lip sync {ceiling['lip_sync']:.2f}, L1 {ceiling['l1']:.1f}/255, foreground L1 {ceiling['fg_l1']:.1f}/255")
+    print(f"lip sync of a mouth right at every latent frame and no finer: {ceiling['lip_bound']:.2f}")
     print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
     place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
                                            args.cfg)

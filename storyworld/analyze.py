@@ -22,12 +22,12 @@ from .backdrop import backdrop_frame
 from .draw import EXTENT, SYMMETRY, UNIT_AREA, shape_inside
 from .drift import ClipStats, DriftFigures, clip_stats, drift_figures, drift_score
 from .maps import PALETTE, PALETTE_NAMES, as_float, ink_alpha, palette_labels, white_mask
-from .pose import FigureReading, lip_sync, mouth_opening, mouth_series, pose_error, read_figure
+from .pose import FigureReading, latent_rate_sync_bound, lip_sync, mouth_opening, mouth_series, pose_error, read_figure
 from .world import PLACES, SHAPES, TIMES, SceneSpec, parse_caption
 
 __all__ = [  # the scene analyzers defined here, and the figure and drift ones re-exported
     "ClipStats", "DriftFigures", "FigureReading", "ObjectReading", "PlaceReading", "PromptMatch", "SceneReading",
-    "clip_stats", "drift_figures", "drift_score", "lip_sync", "mouth_opening", "mouth_series", "pose_error",
+    "clip_stats", "drift_figures", "drift_score", "latent_rate_sync_bound", "lip_sync", "mouth_opening", "mouth_series", "pose_error",
     "prompt_match", "read_figure", "read_object", "read_place", "read_scene",
 ]
 

@@ -307,6 +307,23 @@ def lip_sync(frames: np.ndarray, audio: np.ndarray, fps: float, sample_rate: int
     return float(np.corrcoef(mouth[ok], env[ok])[0, 1])
 
 
+def latent_rate_sync_bound(audio: np.ndarray, n_frames: int, fps: float, group: int = 4,
+                           sample_rate: int = SAMPLE_RATE) -> float:
+    """The lip sync (as `lip_sync` scores it) of a mouth that follows the loudness perfectly, but only
+    at the rate of a video VAE's latent frames: frame 0 alone, then each run of `group` frames
+    sharing its mean opening (a causal VAE 4x in time, as Wan's, whose one latent frame holds them).
+
+    A model that gets every latent frame's mouth right and nothing finer scores this; speech flips
+    the mouth faster than 4 frames at a low frame rate, so it sits well below 1."""
+    env = loudness_envelope(audio, n_frames, fps, sample_rate).astype(np.float64)
+    held = env.copy()
+    for a in range(1, n_frames, group):
+        held[a:a + group] = env[a:a + group].mean()
+    if env.std() < 1e-6 or held.std() < 1e-6:
+        return float("nan")
+    return float(np.corrcoef(env, held)[0, 1])
+
+
 def pose_error(frames: np.ndarray, skeleton: np.ndarray, *, use_lengths: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame mean keypoint error of the figure against a skeleton, as a fraction of the frame's
     shorter side, over the 13 BODY points.

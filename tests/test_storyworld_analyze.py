@@ -11,7 +11,7 @@ from scipy import ndimage
 
 import storyworld as sw
 from storyworld.analyze import prompt_match, read_object, read_place
-from storyworld.pose import lip_sync, mouth_series, pose_error, read_figure
+from storyworld.pose import latent_rate_sync_bound, lip_sync, mouth_series, pose_error, read_figure
 from storyworld.skeleton import BODY, action_keypoints
 
 N_SCENES = 240
@@ -134,6 +134,17 @@ def test_mouth_follows_audio_clean_and_degraded():
     # A mouth that ignores the audio does not correlate with it.
     shuffled = v.frames[np.random.default_rng(3).permutation(len(v.frames))]
     assert abs(lip_sync(shuffled, v.audio, v.fps)) < 0.5
+
+
+def test_latent_rate_sync_bound():
+    """A mouth held per latent frame (frame 0, then runs of 4) correlates with speech well below 1,
+    and exactly 1 when the grouping is per frame."""
+    v = sw.render(["a red circle rests on a beach by day while a person stands"], 33, seed=1, width=128, height=96,
+                  fps=8)
+    bound = latent_rate_sync_bound(v.audio, 33, 8)
+    assert 0.3 < bound < 0.9
+    assert latent_rate_sync_bound(v.audio, 33, 8, group=1) == pytest.approx(1.0)
+    assert np.isnan(latent_rate_sync_bound(np.zeros(16000 * 4, np.float32), 33, 8))  # silence: nothing to follow
 
 
 def test_prompt_match():

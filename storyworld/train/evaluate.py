@@ -29,6 +29,7 @@ from .cache import ASSETS
 from .data import FPS, HEIGHT, WIDTH, to_pixels
 
 SVI_LORA = "svi-lora.safetensors"  # the error-recycling LoRA, beside the base weights
+LIP_CAPTION = "a green ring rests on a beach by day while a person stands"  # bench/conditioning.py's talk case
 
 
 def start_image(caption: str, path: Path, seed: int = 0) -> np.ndarray:
@@ -98,10 +99,12 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0) -> dict[str, float]
     """What the VAE lets through at best: n random 17-frame storyworld clips encoded and decoded
     (posterior mode, as the renderer does), read back by the analyzers. Place / colour are shares of
     frames, `pose_error` / `found` come from one dancing clip, `l1` and `fg_l1` are mean absolute
-    errors in 0-255 over all pixels and over the foreground (objects, ink, head). A generated clip
+    errors in 0-255 over all pixels and over the foreground (objects, ink, head). `lip_sync` is the
+    mean over three 33-frame talking clips, and `lip_bound` what a mouth right at every latent frame
+    and no finer would score on them (storyworld.pose.latent_rate_sync_bound). A generated clip
     cannot score above this ceiling, whatever the DiT learns."""
     from storyworld.analyze import foreground_mask, prompt_match
-    from storyworld.pose import pose_error
+    from storyworld.pose import latent_rate_sync_bound, lip_sync, pose_error
 
     def roundtrip(frames: np.ndarray) -> np.ndarray:
         x = to_pixels(frames[None])
@@ -124,6 +127,12 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0) -> dict[str, float]
     dance = sw.render(["a blue square rests in a desert by day while a person dances"], 17, seed, width=WIDTH,
                       height=HEIGHT, fps=FPS)
     err, found = pose_error(roundtrip(dance.frames), dance.keypoints)
+    lips, bound = [], []
+    for i in range(3):
+        talk = sw.render([LIP_CAPTION], 33, seed + i, width=WIDTH, height=HEIGHT, fps=FPS)
+        lips.append(lip_sync(roundtrip(talk.frames), talk.audio, FPS))
+        bound.append(latent_rate_sync_bound(talk.audio, len(talk.frames), FPS, vae.config.scale_factor_temporal))
     return {"place": float(np.mean(place)), "colour": float(np.mean(colour)),
+            "lip_sync": float(np.nanmean(lips)), "lip_bound": float(np.nanmean(bound)),
             "pose_error": float(np.nanmean(err)) if found.any() else float("nan"), "found": float(found.mean()),
             "l1": float(np.mean(l1)), "fg_l1": float(np.mean(fg_l1))}
