@@ -116,6 +116,28 @@ def test_dit_stage_trains_exports_and_resumes_exactly(small_cache, tmp_path):
     assert make_renderer("shot", folder=folder).c.prediction == make_renderer("shot").c.prediction == "sample"
 
 
+def test_a_slim_checkpoint_resumes_with_bf16_weights_and_a_rewarmed_optimiser(small_cache, tmp_path):
+    """The committed train-state (storyworld.train.common.slim_state): no AdamW moments, bf16 weights,
+    a quarter of the size; --resume continues from it and warms the learning rate up again."""
+    from storyworld.train.common import slim_state
+
+    common = ["--cache", str(small_cache), "--batch", "2", "--every", "1", "--warmup", "2", "--threads", "1"]
+    dit_stage.main(["--out", str(tmp_path / "run"), "--steps", "2", *common])
+    slim = slim_state(tmp_path / "run", tmp_path / "slim")
+    full_size, slim_size = (tmp_path / "run" / "state.pt").stat().st_size, slim.stat().st_size
+    assert slim_size < 0.3 * full_size
+    state = _state(tmp_path / "slim")
+    assert "opt" not in state and state["step"] == 2
+    assert all(v.dtype == torch.bfloat16 for v in state["modules"]["ema"].values() if v.is_floating_point())
+    dit_stage.main(["--out", str(tmp_path / "slim"), "--steps", "4", "--resume", *common])
+    rows = read_losses(tmp_path / "slim" / "losses.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    lr = 5e-4  # the stage's default: half of it on the first step after the slim resume, then all
+    assert [r["lr"] for r in rows[2:]] == pytest.approx([lr / 2, lr])
+    before, after = state["modules"]["dit"], _state(tmp_path / "slim")["modules"]["dit"]
+    assert any(not torch.equal(before[k].float(), after[k]) for k in before)  # it trained on, in fp32
+
+
 def test_dit_stage_can_train_an_x0_predicting_dit_whose_export_says_so(small_cache, tmp_path):
     """--predict sample: the export's config carries the prediction, so the engine and the LoRA
     trainer (finetune.model.TrainModule) turn its x0 into the velocity they integrate."""

@@ -51,6 +51,7 @@ class Run:
     def __post_init__(self):
         self.out.mkdir(parents=True, exist_ok=True)
         self._t0 = time.time()
+        self.fresh_optimiser = True
 
     def resume(self, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer | None) -> int:
         """Load OUT/state.pt into the modules and optimiser; returns the step to continue from (0 if none)."""
@@ -64,6 +65,7 @@ class Run:
             m.load_state_dict(state["modules"][name])
         if opt is not None and "opt" in state:
             opt.load_state_dict(state["opt"])
+        self.fresh_optimiser = "opt" not in state  # a slim checkpoint (slim_state): moments start over
         return int(state["step"])
 
     def save(self, step: int, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer | None) -> None:
@@ -87,6 +89,23 @@ class Run:
             return
         keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def slim_state(src: Path, dst: Path) -> Path:
+    """Write a run folder's checkpoint without its optimiser state and with bf16 weights, for the
+    repository: a quarter of the size (the 256-wide DiT: 72 -> 18 MB). Resuming from it restarts
+    AdamW's moments (the stage re-warms its learning rate) from weights rounded to bf16, which is
+    far below what one training step changes. The loss log travels with it."""
+    state = torch.load(Path(src) / CKPT, map_location="cpu", weights_only=False)
+    state.pop("opt", None)
+    state["modules"] = {name: {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+                        for name, sd in state["modules"].items()}
+    state["slim"] = True
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    torch.save(state, Path(dst) / CKPT)
+    if (Path(src) / LOSSES).is_file():
+        (Path(dst) / LOSSES).write_text((Path(src) / LOSSES).read_text())
+    return Path(dst) / CKPT
 
 
 def read_losses(path: Path) -> list[dict]:

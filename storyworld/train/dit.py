@@ -147,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     dit.register_to_config(**{PREDICTION_KEY: predict})  # the export says what it outputs
     ema = copy.deepcopy(dit).eval().requires_grad_(False)
     opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.01)
-    lr_at = lambda s: args.lr * min(1.0, (s + 1) / args.warmup)  # noqa: E731
     start = run.resume({"dit": dit, "ema": ema}, opt) if args.resume else 0
+    # warm up from the first step whose AdamW moments start at zero: step 0, or a slim checkpoint's
+    warm_from = start if start and run.fresh_optimiser else 0
+    lr_at = lambda s: args.lr * min(1.0, (s - warm_from + 1) / args.warmup)  # noqa: E731
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit", mininterval=5)
     for step in bar:
