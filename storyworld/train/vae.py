@@ -84,7 +84,7 @@ def batch(seed: int, step: int, size: int, crop: int = CROP, frames: int = CLIP_
         if not crop:
             clips.append(clip)
             continue
-        if rng.random() < object_crops:
+        if object_crops and rng.random() < object_crops:  # no draw at 0: older runs keep their batches
             y, x = _object_window(clip, crop, rng)
         else:
             y, x = int(rng.integers(0, clip.shape[1] - crop + 1)), int(rng.integers(0, clip.shape[2] - crop + 1))
