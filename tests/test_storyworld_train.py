@@ -295,5 +295,5 @@ def test_a_dit_of_another_width_trains_bundles_and_renders_with_adapters_at_its_
     audio = AudioConditioner(load_audio_adapter(folder / "audio_adapter"), renderer.c.transformer, 8.0)
     assert audio.adapter.cfg.dim == 256  # its blocks attached to the 256-wide DiT's
     # the same width again keeps what the folder has
-    assert bundle(tmp_path / "again", base=ASSETS, dit=ASSETS / "transformer") and \
-        (tmp_path / "again" / "svi-talk.safetensors").is_file()
+    again = bundle(tmp_path / "again", base=ASSETS, dit=ASSETS / "transformer")
+    assert (again / "svi-talk.safetensors").is_file()

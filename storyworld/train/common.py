@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,7 @@ def slim_state(src: Path, dst: Path) -> Path:
     Path(dst).mkdir(parents=True, exist_ok=True)
     torch.save(state, Path(dst) / CKPT)
     if (Path(src) / LOSSES).is_file():
-        (Path(dst) / LOSSES).write_text((Path(src) / LOSSES).read_text())
+        shutil.copyfile(Path(src) / LOSSES, Path(dst) / LOSSES)
     return Path(dst) / CKPT
 
 
