@@ -157,6 +157,8 @@ class TrainSettings:
     weight_decay: float = knob(0.01, "AdamW weight decay", svi="0.01")
     max_grad_norm: float = knob(1.0, "gradient clipping by global norm (0: off)", svi="1.0")
     seed: int = knob(0, "seed of data order, augmentation, timesteps, noise and injections")
+    mouth_weight: float = knob(0.0, "talk: extra loss weight on the latent pixels around the speaker's mouth "
+                               "(1 + mouth_weight at its centre; needs keypoints: storyworld or a pose file); 0: off")
     error_recycling: bool = knob(True, "error-recycling fine-tuning; off: a plain LoRA fine-tune on the same data",
                                  svi="on (--use_error_recycling)")
     overlap_recycling: bool = knob(True, "insert errors into the banks on a worker thread while the backward pass "
@@ -182,6 +184,8 @@ class TrainSettings:
         if self.lr <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ConfigError(f"train.lr must be > 0, weight_decay and max_grad_norm >= 0 "
                               f"(got {self.lr}, {self.weight_decay}, {self.max_grad_norm})")
+        if not self.mouth_weight >= 0:  # also rejects NaN
+            raise ConfigError(f"train.mouth_weight must be >= 0, got {self.mouth_weight}")
         for name in ("checkpoint_every", "keep_checkpoints", "eval_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

@@ -106,6 +106,7 @@ class RawSample:
     meta: dict[str, Any]  # window start, crop box, padding-frame index: for checks and the cache record
     audio: torch.Tensor | None = None  # (F, 5, 1, D) float32 feature windows (talk)
     pose: torch.Tensor | None = None  # (F, H, W, 3) uint8 pose maps (dance)
+    mouth: torch.Tensor | None = None  # (F, 2) float32 mouth centre (x, y) in [0, 1] of the frame, NaN unseen (talk)
 
 
 # ---------------------------------------------------------------------------------------------- discovery
@@ -375,12 +376,14 @@ def draw_sample(item: VideoItem, geometry: Geometry, seed: int, *, crop: bool = 
     meta = {"start": start, "ref_index": ref_index, "box": list(box) if box else None, "source_size": [w0, h0]}
 
     # 3. Conditions
-    audio = pose = None
+    audio = pose = mouth = None
     if item.audio is not None or "audio" in item.conditions:
         audio = _audio_window(item, generated, start, F)
+        if generated is not None or item.pose is not None:  # keypoints say where the mouth is
+            mouth = _mouth_track(item, generated, indices, box, (w0, h0))
     if item.pose is not None or "pose" in item.conditions:
         pose = _pose_maps(item, generated, indices, H, W, box, (w0, h0))
-    return RawSample(frames, ref, caption, meta, audio, pose)
+    return RawSample(frames, ref, caption, meta, audio, pose, mouth)
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -446,6 +449,36 @@ def _pose_frames(item: VideoItem, generated, indices: list[int]):
         return PoseFrames(ks[:, :, :2], scores, scores.max(axis=1) > 0, w, h)
 
 
+def _to_crop(keypoints: np.ndarray, box: tuple[int, int, int, int] | None, source_size: tuple[int, int]) -> np.ndarray:
+    """(..., 2) keypoints normalised to the source frame -> normalised to the crop `box` (as resized)."""
+    if box is None:
+        return keypoints
+    top, left, ch, cw = box
+    w0, h0 = source_size
+    kp = keypoints.copy()
+    kp[..., 0] = (kp[..., 0] * w0 - left) / cw
+    kp[..., 1] = (kp[..., 1] * h0 - top) / ch
+    return kp
+
+
+MOUTH_LANDMARKS = (9, 10)  # mouth_left, mouth_right in the 33-point layout (svi.conditioning.pose)
+
+
+def _mouth_track(item: VideoItem, generated, indices: list[int], box: tuple[int, int, int, int] | None,
+                 source_size: tuple[int, int]) -> torch.Tensor:
+    """(F, 2) mouth centre per frame on the training canvas, NaN where the mouth is not seen.
+
+    Where the speaker's mouth is lets the loss weigh it (train.mouth_weight): it is a few pixels of
+    the frame, so an unweighted loss barely notices whether it follows the audio."""
+    frames = _pose_frames(item, generated, indices)
+    kp = _to_crop(frames.keypoints[:, MOUTH_LANDMARKS, :2].astype(np.float32), box, source_size)  # (F, 2, 2)
+    seen = (frames.scores[:, MOUTH_LANDMARKS] > 0).all(axis=1) & np.asarray(frames.present, bool)
+    centre = kp.mean(axis=1)  # (F, 2)
+    seen &= ((centre >= 0) & (centre <= 1)).all(axis=1)
+    centre[~seen] = np.nan
+    return torch.from_numpy(centre.astype(np.float32))
+
+
 def _pose_maps(item: VideoItem, generated, indices: list[int], height: int, width: int,
                box: tuple[int, int, int, int] | None, source_size: tuple[int, int]) -> torch.Tensor:
     """uint8 (F, H, W, 3) DWPose-style maps drawn on the same (cropped, resized) canvas as the frames."""
@@ -453,10 +486,6 @@ def _pose_maps(item: VideoItem, generated, indices: list[int], height: int, widt
 
     frames = _pose_frames(item, generated, indices)
     if box is not None:  # keypoints are normalised to the source frame: map them into the crop
-        top, left, ch, cw = box
-        w0, h0 = source_size
-        kp = frames.keypoints.copy()
-        kp[..., 0] = (kp[..., 0] * w0 - left) / cw
-        kp[..., 1] = (kp[..., 1] * h0 - top) / ch
-        frames = type(frames)(kp, frames.scores, frames.present, width, height)
+        frames = type(frames)(_to_crop(frames.keypoints, box, source_size), frames.scores, frames.present,
+                              width, height)
     return torch.from_numpy(render_pose_maps(frames, width, height, fit="stretch"))

@@ -255,11 +255,17 @@ def inject_errors(x0: torch.Tensor, noise: torch.Tensor, y: torch.Tensor, sigma_
 
 
 # ---------------------------------------------------------------------- after the forward
-def weighted_loss(v_hat: torch.Tensor, step: InjectedStep) -> torch.Tensor:
-    """mean((v_hat - v*)^2) per sample times w(t), averaged over the batch (fp32 scalar)."""
+def weighted_loss(v_hat: torch.Tensor, step: InjectedStep, focus: torch.Tensor | None = None) -> torch.Tensor:
+    """mean((v_hat - v*)^2) per sample times w(t), averaged over the batch (fp32 scalar).
+
+    `focus` (B, T, h, w), optional, weighs each latent position by 1 + focus (the same on every channel):
+    the talk fine-tune's extra weight on the mouth."""
     if v_hat.shape != step.v_target.shape:
         raise ValueError(f"prediction shape {tuple(v_hat.shape)} must equal target {tuple(step.v_target.shape)}")
-    per_sample = (v_hat.float() - step.v_target).square().flatten(1).mean(dim=1)  # (B,)
+    err = (v_hat.float() - step.v_target).square()  # (B, C, T, h, w)
+    if focus is not None:
+        err = err * (1.0 + focus.to(err.device, err.dtype).unsqueeze(1))
+    per_sample = err.flatten(1).mean(dim=1)  # (B,)
     return (per_sample * step.weight.to(per_sample.device)).mean()
 
 

@@ -327,6 +327,10 @@ class Trainer:
             keep = (u[:, 2] >= d.audio_drop_prob).float().to(dev)
             batch["audio_first"] = torch.stack([s["audio_first"] for s in samples]).to(dev) * keep.view(-1, 1, 1, 1, 1)
             batch["audio_latter"] = torch.stack([s["audio_latter"] for s in samples]).to(dev) * keep.view(-1, 1, 1, 1, 1)
+        if self.cfg.train.mouth_weight > 0 and any("mouth" in s for s in samples):
+            x0 = batch["x0"]  # samples with no keypoints weigh nothing extra
+            batch["mouth"] = torch.stack([s.get("mouth", x0.new_zeros(x0.shape[2:], dtype=torch.float32))
+                                          for s in samples]).to(dev)  # (B, T, h, w)
         if "pose" in samples[0]:
             batch["pose"] = torch.stack([s["pose"] for s in samples]).to(dev)  # (B, F, H, W, 3) uint8
             batch["pose_keep"] = (u[:, 3] >= d.pose_drop_prob).float().to(dev)
@@ -357,7 +361,8 @@ class Trainer:
 
         # 3. The one forward and the weighted loss
         v_hat = self._forward(self.module, step, batch)
-        loss = weighted_loss(v_hat, step)
+        mouth = batch.get("mouth")
+        loss = weighted_loss(v_hat, step, None if mouth is None else cfg.train.mouth_weight * mouth)
 
         # 4. Errors of the same forward into the banks. They need only v_hat, so after the warm-up
         #    the insert (the l2 scan of a full grid) runs on a worker thread during the backward

@@ -223,6 +223,44 @@ def test_storyworld_builtin_dataset_draws_captioned_clips():
         build_dataset("storyworld", None, 17, storyworld={"videos": 1, "frames": 9})
 
 
+@pytest.mark.skipif(not storyworld_available(), reason="storyworld package not present")
+def test_storyworld_talk_samples_know_where_the_mouth_is_in_the_crop():
+    from finetune.cache import mouth_map
+    from storyworld.analyze import as_float
+    from storyworld.pose import find_head
+
+    ds = build_dataset("storyworld", None, 17, storyworld={"videos": 6, "frames": 33, "conditions": ("audio",)})
+    geom = Geometry(17, 96, 128, 1, "ref")
+    seen = 0
+    for item in ds.items:
+        s = draw_sample(item, geom, seed=5)
+        assert s.mouth.shape == (17, 2)
+        if not torch.isfinite(s.mouth).all():  # no person in this scene: no mouth anywhere
+            assert torch.isnan(s.mouth).all()
+            continue
+        seen += 1
+        for f in (0, 8, 16):  # after the random crop, the track lies in the lower half of the drawn head
+            x, y = (s.mouth[f] * torch.tensor([128, 96])).tolist()
+            cx, cy, r = find_head(as_float(s.frames[f].numpy()))
+            assert (x - cx) ** 2 + (y - cy) ** 2 < r * r and cy < y, (item.key, f, (x, y), (cx, cy, r))
+        m = mouth_map(s.mouth, 5, 12, 16)  # latent grid of 8x: frame 0's bump peaks on the mouth's latent pixel
+        y, x = divmod(int(m[0].argmax()), 16)
+        assert (x, y) == (int(s.mouth[0, 0] * 16), int(s.mouth[0, 1] * 12)) and float(m.amax(dim=(1, 2)).min()) > 0.6
+    assert seen >= 2
+
+
+def test_mouth_map_groups_pixel_frames_like_the_causal_vae():
+    from finetune.cache import mouth_map
+
+    track = torch.full((9, 2), float("nan"))
+    track[0] = torch.tensor([0.5 / 16, 0.5 / 12])  # latent pixel (0, 0) at frame 0
+    track[4] = torch.tensor([10.5 / 16, 5.5 / 12])  # pixel frame 4 belongs to latent frame 1 (frames 1-4)
+    m = mouth_map(track, 3, 12, 16)
+    assert m.shape == (3, 12, 16) and float(m[0, 0, 0]) == pytest.approx(1.0) and float(m[1, 5, 10]) == pytest.approx(1.0)
+    assert float(m[0, 5, 10]) < 1e-6 and float(m[1, 0, 0]) < 1e-6
+    assert float(m[2].max()) == 0.0  # frames 5-8 saw no mouth
+
+
 # ---------------------------------------------------------------------------------------------- cache
 @pytest.fixture(scope="module")
 def tiny_components():

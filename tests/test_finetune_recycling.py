@@ -220,6 +220,12 @@ def test_loss_is_mse_times_timestep_weight():
     v_hat = step.v_target + torch.tensor([1.0, 2.0]).reshape(B, 1, 1, 1, 1)  # per-sample MSE 1 and 4
     w = FlowMatchScheduler().training_weights()[IDX].float()
     assert torch.allclose(weighted_loss(v_hat, step), (1 * w[0] + 4 * w[1]) / 2)
+    # a focus map weighs its positions by 1 + focus: all-zero changes nothing, a hot spot counts more
+    assert torch.equal(weighted_loss(v_hat, step, torch.zeros(B, T, H, W)), weighted_loss(v_hat, step))
+    focus = torch.zeros(B, T, H, W)
+    focus[:, 0, 0, 0] = 9.0  # one of T*H*W positions (on every channel) weighs 10 instead of 1
+    n = T * H * W
+    assert torch.allclose(weighted_loss(v_hat, step, focus), (1 * w[0] + 4 * w[1]) / 2 * (n + 9) / n)
 
 
 def test_integration_errors_match_hand_computed_values():

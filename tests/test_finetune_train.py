@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune.config import ConfigError, TrainConfig, load_config_file
+from finetune.data import storyworld_available
 from finetune.train import find_checkpoint, list_checkpoints, train, with_overrides
 
 from .conftest import ROOT
@@ -255,6 +256,27 @@ def test_talk_and_dance_runs_train_their_adapter_with_the_lora(kind, extra, tmp_
         load_audio_adapter(ASSETS / "audio_adapter").load_multitalk(lf.extras)
     else:
         load_pose_encoder(ASSETS / "pose_encoder").load_dwpose(lf.extras)
+
+
+@pytest.mark.skipif(not storyworld_available(), reason="storyworld package not present")
+def test_mouth_weight_reaches_the_loss_of_storyworld_talk_steps(tmp_path):
+    """Storyworld talk samples carry a mouth map; with train.mouth_weight the same step (same seed, data,
+    noise) weighs the mouth more, so its loss differs; without it, the map is ignored."""
+    cfg = tiny_config(tmp_path, tmp_path / "run", tmp_path / "cache",
+                      model={"preset": "storyworld-tiny", "variant": "talk"},
+                      data={"kind": "storyworld", "root": None, "storyworld_videos": 4, "storyworld_frames": 17,
+                            "frames": 9, "height": 96, "width": 128},
+                      train={"max_steps": 2, "batch_size": 4, "eval_every": 0, "checkpoint_every": 0},
+                      recycling={"y_error_num": 1})  # a batch of all 4 videos: 2 of them show a person
+    losses = {}
+    for weight in (0.0, 30.0):
+        run = with_overrides(cfg, train={"output_dir": str(tmp_path / f"run{weight}"), "mouth_weight": weight})
+        res = train(run, log=lambda m: None)
+        losses[weight] = [r["loss"] for r in metrics(res.output_dir)]
+    assert all(np.isfinite(losses[30.0])) and losses[30.0] != losses[0.0]
+    assert losses[30.0][0] > losses[0.0][0]  # the same first step: the extra weight only adds
+    with pytest.raises(ConfigError, match="mouth_weight"):
+        with_overrides(cfg, train={"mouth_weight": -1.0}).check()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
