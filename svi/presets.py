@@ -128,7 +128,9 @@ PRESETS: dict[str, Preset] = {
         # Text guidance 1 (one forward per step) for shot / film / base: since round 4 the DiT predicts
         # x0, and guidance extrapolates it past what its narrow stream can draw, blurring the objects
         # (bench/conditioning.py colour 26.6% at 1, 17.7% at 2.5, 8.9% at 5; bench/drift.py SVI/base
-        # 0.38 at 1, 0.88 at 5; MODEL_CARD.md). Talk / dance keep round 3's guidance.
+        # 0.38 at 1, 0.88 at 5; MODEL_CARD.md). Dance keeps round 3's guidance. Talk: audio guidance 2
+        # for the mouth-weighted talk LoRA (bench/conditioning.py lip sync over 12 talking clips: 0.55 at
+        # 2, 0.53 at 3, 0.36 at 5).
         variants={
             "shot": Variant("shot", "svi-lora.safetensors", 1, "ref", 1.0, fps=8, max_long=128, max_short=96,
                             description="SVI LoRA: one scene, anchored to the start image"),
@@ -136,7 +138,7 @@ PRESETS: dict[str, Preset] = {
                             description="SVI LoRA: scene changes allowed, 5 motion frames"),
             "base": Variant("base", None, 1, "ref", 1.0, fps=8, max_long=128, max_short=96,
                             description="the base I2V model without the SVI LoRA (for comparison)"),
-            "talk": Variant("talk", "svi-talk.safetensors", 1, "ref", 2.0, audio_cfg=5.0, fps=8, max_long=128,
+            "talk": Variant("talk", "svi-talk.safetensors", 1, "ref", 2.0, audio_cfg=2.0, fps=8, max_long=128,
                             max_short=96, needs=("audio",),
                             description="mouth follows the audio track (LoRA + audio adapter trained on storyworld)"),
             "dance": Variant("dance", "svi-dance.safetensors", 1, "ref", 2.0, fps=8, max_long=128, max_short=96,

@@ -95,12 +95,12 @@ def prompt_accuracy(frames: np.ndarray, caption: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def reconstruction_readback(vae, n: int = 12, seed: int = 0) -> dict[str, float]:
+def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> dict[str, float]:
     """What the VAE lets through at best: n random 17-frame storyworld clips encoded and decoded
     (posterior mode, as the renderer does), read back by the analyzers. Place / colour are shares of
     frames, `pose_error` / `found` come from one dancing clip, `l1` and `fg_l1` are mean absolute
     errors in 0-255 over all pixels and over the foreground (objects, ink, head). `lip_sync` is the
-    mean over three 33-frame talking clips, and `lip_bound` what a mouth right at every latent frame
+    mean over `talks` 33-frame talking clips (seeds seed, seed + 1, ...), and `lip_bound` what a mouth right at every latent frame
     and no finer would score on them (storyworld.pose.latent_rate_sync_bound). A generated clip
     cannot score above this ceiling, whatever the DiT learns."""
     from storyworld.analyze import foreground_mask, prompt_match
@@ -128,7 +128,7 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0) -> dict[str, float]
                       height=HEIGHT, fps=FPS)
     err, found = pose_error(roundtrip(dance.frames), dance.keypoints)
     lips, bound = [], []
-    for i in range(3):
+    for i in range(talks):
         talk = sw.render([LIP_CAPTION], 33, seed + i, width=WIDTH, height=HEIGHT, fps=FPS)
         lips.append(lip_sync(roundtrip(talk.frames), talk.audio, FPS))
         bound.append(latent_rate_sync_bound(talk.audio, len(talk.frames), FPS, vae.config.scale_factor_temporal))
