@@ -231,7 +231,7 @@ def test_vae_decoder_phase_keeps_the_encoder_fixed(tmp_path):
     common = ["--batch", "1", "--every", "1", "--stats-clips", "1"]
     vae_stage.main(["--out", str(tmp_path / "full"), "--steps", "1", *common])
     vae_stage.main(["--out", str(tmp_path / "dec"), "--steps", "1", "--decoder-from", str(tmp_path / "full"),
-                    "--clip-frames", "9", *common])
+                    "--clip-frames", "9", "--roundtrip", "0.5", *common])
     before, after = _state(tmp_path / "full")["modules"]["vae"], _state(tmp_path / "dec")["modules"]["vae"]
     enc = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
     dec = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
@@ -240,6 +240,21 @@ def test_vae_decoder_phase_keeps_the_encoder_fixed(tmp_path):
     # the latent normalisation is a property of the encoder, so it is unchanged by the decoder phase
     stats = [json.loads((tmp_path / d / "vae" / "config.json").read_text())["latents_mean"] for d in ("full", "dec")]
     assert np.allclose(stats[0], stats[1], atol=1e-5)
+    assert read_losses(tmp_path / "dec" / "losses.jsonl")[-1]["roundtrip"] > 0  # the second pass was trained on
+
+
+def test_roundtrip_loss_adds_the_second_pass_and_trains_the_decoder_through_the_frozen_encoder():
+    vae = vae_stage.build(0).train()
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    x = vae_stage.batch(0, 1, 1, crop=32, frames=5, image_every=0)
+    plain, parts0 = vae_stage.vae_loss(vae, x, 1e-4, True, 10.0)
+    both, parts = vae_stage.vae_loss(vae, x, 1e-4, True, 10.0, roundtrip=0.5)
+    assert "roundtrip" not in parts0 and parts["roundtrip"] > 0
+    assert float(both - plain) == pytest.approx(0.5 * parts["roundtrip"], rel=1e-4)
+    (both - plain).backward()  # the second pass alone still reaches the decoder (through both decodes)
+    assert all(p.grad is None for p in vae.encoder.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in vae.decoder.parameters() if p.grad is not None) > 0
 
 
 def test_vae_whole_frame_phase_starts_from_a_run_and_trains_every_weight(tmp_path):
