@@ -89,23 +89,24 @@ class SampleEncoder:
         if raw.pose is not None:
             out["pose"] = raw.pose.contiguous()  # (F, H, W, 3) uint8
         if raw.mouth is not None:
-            out["mouth"] = mouth_map(raw.mouth, T, h, w)  # (T, h, w) float32
+            out["mouth"] = mouth_map(raw.mouth, T, h, w, temporal=c.vae_scale_temporal)  # (T, h, w) float32
         self.encodes += 1
         return out
 
 
-def mouth_map(track: torch.Tensor, T: int, h: int, w: int, sigma: float = 1.0) -> torch.Tensor:
+def mouth_map(track: torch.Tensor, T: int, h: int, w: int, sigma: float = 1.0, temporal: int = 4) -> torch.Tensor:
     """(F, 2) mouth centres (normalised x, y; NaN unseen) -> (T, h, w) float32 in [0, 1] on the latent grid.
 
-    Latent frame 0 holds pixel frame 0 and latent frame t >= 1 pixel frames 4t-3..4t (the causal VAE's
-    4x time compression): each gets a Gaussian bump (`sigma` latent pixels) at every mouth position of
-    its pixel frames, the max of them, so the bump covers where the mouth was over the whole group."""
+    Latent frame 0 holds pixel frame 0 and latent frame t >= 1 pixel frames k(t-1)+1..kt (the causal
+    VAE's time compression k = `temporal`, 4 for Wan's): each gets a Gaussian bump (`sigma` latent
+    pixels) at every mouth position of its pixel frames, the max of them, so the bump covers where the
+    mouth was over the whole group."""
     f = track.shape[0]
     ys = torch.arange(h, dtype=torch.float32)[:, None] + 0.5
     xs = torch.arange(w, dtype=torch.float32)[None, :] + 0.5
     out = torch.zeros(T, h, w)
     for t in range(T):
-        group = range(0, 1) if t == 0 else range(4 * t - 3, min(4 * t + 1, f))
+        group = range(0, 1) if t == 0 else range(temporal * (t - 1) + 1, min(temporal * t + 1, f))
         for i in group:
             x, y = float(track[i, 0]), float(track[i, 1])
             if x != x or y != y:  # NaN: not seen

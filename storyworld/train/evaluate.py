@@ -100,8 +100,9 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> 
     (posterior mode, as the renderer does), read back by the analyzers. Place / colour are shares of
     frames, `pose_error` / `found` come from one dancing clip, `l1` and `fg_l1` are mean absolute
     errors in 0-255 over all pixels and over the foreground (objects, ink, head). `lip_sync` is the
-    mean over `talks` 33-frame talking clips (seeds seed, seed + 1, ...), and `lip_bound` what a mouth right at every latent frame
-    and no finer would score on them (storyworld.pose.latent_rate_sync_bound). A generated clip
+    mean over `talks` 33-frame talking clips (seeds seed, seed + 1, ...), and `lip_bound` what a mouth
+    right at every latent frame and no finer would score on them
+    (storyworld.pose.latent_rate_sync_bound). A generated clip
     cannot score above this ceiling, whatever the DiT learns."""
     from storyworld.analyze import foreground_mask, prompt_match
     from storyworld.pose import latent_rate_sync_bound, lip_sync, pose_error
