@@ -116,6 +116,17 @@ def test_finetune_flags_and_names(tmp_path):
             run_name_ok(bad)
 
 
+def test_storyworld_runs_use_the_bundled_recipe_of_their_variant():
+    from finetune.config import load_config_file
+    from ui.tab_finetune import storyworld_recipe
+
+    assert storyworld_recipe("shot").name == storyworld_recipe("film").name == storyworld_recipe(None).name \
+        == "tiny.yaml"
+    talk = load_config_file(storyworld_recipe("talk"))
+    assert talk.model.variant == "talk" and talk.train.mouth_weight > 0  # the loss that makes lip sync work
+    assert load_config_file(storyworld_recipe("dance")).model.variant == "dance"
+
+
 def test_uploaded_videos_become_an_svi_dataset(tmp_path):
     from ui.tab_finetune import uploaded_dataset
 

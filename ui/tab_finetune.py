@@ -4,7 +4,8 @@ plots, stop and resume; a finished run's LoRA is registered for the storyboard's
 
 Defaults come from finetune.config (the official values), except that a run started here from the
 built-in storyworld data uses the bundled tiny preset and the scaled-down values of
-finetune/configs/tiny.yaml, so "Launch" with no changes finishes on a CPU in minutes.
+finetune/configs/tiny.yaml (tiny-talk.yaml / tiny-dance.yaml for those variants), so "Launch" with no
+changes finishes on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from .services import Services
 DATASETS = ("storyworld (built in)", "a folder on the server", "uploaded videos with captions")
 FOLDER_KINDS = ("svi", "talk", "dance")
 STRATEGIES = ("l2", "fifo", "random")
-TINY_CONFIG = Path(__file__).resolve().parent.parent / "finetune" / "configs" / "tiny.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "configs"
+TINY_CONFIG = CONFIGS / "tiny.yaml"
+
+
+def storyworld_recipe(variant: str | None) -> Path:
+    """The bundled model's recipe for a variant trained on storyworld: talk and dance have their own
+    (audio adapter with the mouth-weighted loss; pose encoder), the rest use tiny.yaml."""
+    own = CONFIGS / f"tiny-{variant}.yaml"
+    return own if variant in ("talk", "dance") and own.is_file() else TINY_CONFIG
 
 
 @dataclass
@@ -150,7 +159,8 @@ def build_finetune(services: Services) -> FinetuneHandles:
         if which == DATASETS[0]:
             options.update({"data.kind": "storyworld", "data.storyworld_videos": int(swv),
                             "data.storyworld_frames": int(swf)})
-            config = str(TINY_CONFIG) if TINY_CONFIG.is_file() else None
+            recipe = storyworld_recipe(v)
+            config = str(recipe) if recipe.is_file() else None
         elif which == DATASETS[1]:
             if not root or not Path(root).is_dir():
                 raise UserError(f"dataset folder not found on the server: {root!r}")
