@@ -65,7 +65,7 @@ def write_pose_track(path, keypoints, fps, width, height):
               np.ones(n, bool), float(fps), width, height, "storyworld", "generator", (), 0.0).save(path)
 
 
-def pose_following(folder, lora, svi, clips, seed, tmp):
+def pose_following(folder, svi, clips, seed, tmp):
     import storyworld as sw
     from storyworld.pose import pose_error
     from storyworld.train.data import FPS, HEIGHT, WIDTH
@@ -78,13 +78,13 @@ def pose_following(folder, lora, svi, clips, seed, tmp):
 
     Image.fromarray(video.frames[0]).save(tmp / "dance.png")
     write_pose_track(tmp / "dance.pose.json", video.keypoints, FPS, WIDTH, HEIGHT)
-    r = make_renderer("dance", svi=svi, folder=folder, lora=lora)
+    r = make_renderer("dance", svi=svi, folder=folder)
     frames = np.concatenate(chain(r, tmp / "dance.png", [caption] * clips, seed=seed, pose=tmp / "dance.pose.json"))
     err, found = pose_error(frames, video.keypoints[:len(frames)])
     return float(np.nanmean(err)) if found.any() else float("nan"), float(found.mean())
 
 
-def lip_following(folder, lora, svi, clips, seed, tmp, talks=12):
+def lip_following(folder, svi, clips, seed, tmp, talks=12):
     """Mean audio-mouth correlation over `talks` talking clips (seeds seed, seed + 1, ...: one clip's
     correlation swings with its speech, e.g. -0.2 to 0.4 for the same model), and the per-clip values."""
     import storyworld as sw
@@ -96,7 +96,7 @@ def lip_following(folder, lora, svi, clips, seed, tmp, talks=12):
 
     caption = LIP_CAPTION
     n_frames = 16 * clips + 1
-    r = make_renderer("talk", svi=svi, folder=folder, lora=lora)
+    r = make_renderer("talk", svi=svi, folder=folder)
     per_clip = []
     for i in range(talks):
         video = sw.render([caption], n_frames, seed + i, width=WIDTH, height=HEIGHT, fps=FPS)
@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
                                            args.cfg)
     # --lora is the shot LoRA: the talk and dance cases load the folder's own variant files
-    pose, found = pose_following(folder, None, args.svi, args.clips, args.seed, tmp)
-    lips, lips_per_clip = lip_following(folder, None, args.svi, args.clips, args.seed, tmp, args.talks)
+    pose, found = pose_following(folder, args.svi, args.clips, args.seed, tmp)
+    lips, lips_per_clip = lip_following(folder, args.svi, args.clips, args.seed, tmp, args.talks)
     print(f"prompt following: place+time {place:.1%}, colour {colour:.1%}, both {both:.1%} (goal >= 80%)")
     print(f"pose error: {pose:.3f} of the short side, figure found in {found:.0%} of frames (goal <= 0.10)")
     print(f"audio-mouth correlation: {lips:.2f} over {args.talks} talking clips "

@@ -22,6 +22,15 @@ from typing import Any
 
 from .recycling import RecyclingConfig
 
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def storyworld_recipe(variant: str | None) -> Path:
+    """The bundled model's recipe for a variant trained on storyworld: talk and dance have their own
+    (audio adapter with the mouth-weighted loss; pose encoder), the rest use tiny.yaml."""
+    own = CONFIGS_DIR / f"tiny-{variant}.yaml"
+    return own if variant in ("talk", "dance") and own.is_file() else CONFIGS_DIR / "tiny.yaml"
+
 DATA_KINDS = ("svi", "talk", "dance", "storyworld")
 PRECISIONS = ("no", "bf16", "fp16")
 REF_SOURCES = ("clip", "video")

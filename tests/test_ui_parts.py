@@ -117,8 +117,7 @@ def test_finetune_flags_and_names(tmp_path):
 
 
 def test_storyworld_runs_use_the_bundled_recipe_of_their_variant():
-    from finetune.config import load_config_file
-    from ui.tab_finetune import storyworld_recipe
+    from finetune.config import load_config_file, storyworld_recipe
 
     assert storyworld_recipe("shot").name == storyworld_recipe("film").name == storyworld_recipe(None).name \
         == "tiny.yaml"

@@ -28,15 +28,6 @@ from .services import Services
 DATASETS = ("storyworld (built in)", "a folder on the server", "uploaded videos with captions")
 FOLDER_KINDS = ("svi", "talk", "dance")
 STRATEGIES = ("l2", "fifo", "random")
-CONFIGS = Path(__file__).resolve().parent.parent / "finetune" / "configs"
-TINY_CONFIG = CONFIGS / "tiny.yaml"
-
-
-def storyworld_recipe(variant: str | None) -> Path:
-    """The bundled model's recipe for a variant trained on storyworld: talk and dance have their own
-    (audio adapter with the mouth-weighted loss; pose encoder), the rest use tiny.yaml."""
-    own = CONFIGS / f"tiny-{variant}.yaml"
-    return own if variant in ("talk", "dance") and own.is_file() else TINY_CONFIG
 
 
 @dataclass
@@ -159,6 +150,8 @@ def build_finetune(services: Services) -> FinetuneHandles:
         if which == DATASETS[0]:
             options.update({"data.kind": "storyworld", "data.storyworld_videos": int(swv),
                             "data.storyworld_frames": int(swf)})
+            from finetune.config import storyworld_recipe
+
             recipe = storyworld_recipe(v)
             config = str(recipe) if recipe.is_file() else None
         elif which == DATASETS[1]:

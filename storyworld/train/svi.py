@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finetune.config import storyworld_recipe
+
 from .cache import ASSETS
 
-RECIPE = Path(__file__).resolve().parents[2] / "finetune" / "configs" / "tiny.yaml"
+RECIPE = storyworld_recipe("shot")
 
 
 def finetune_args(args: argparse.Namespace) -> list[str]:

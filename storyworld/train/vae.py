@@ -105,6 +105,11 @@ def foreground_weight(x: torch.Tensor, weight: float) -> torch.Tensor | None:
     return 1.0 + weight * torch.from_numpy(fg).float()[:, None]
 
 
+def weighted_mean(t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """mean of t, weighted by w (broadcast) and normalised so the scale does not depend on the weight."""
+    return t.mean() if w is None else (t * w).mean() / w.mean()
+
+
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, frozen_encoder: bool = False,
              fg_weight: float = 0.0, roundtrip: float = 0.0) -> tuple[torch.Tensor, dict]:
     """L1 + L2 (foreground-weighted) + 0.5 edge + KL of the reconstruction. With `roundtrip`, plus that
@@ -126,13 +131,12 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float, frozen_encoder: bool = Fals
     if w is not None:  # weighted means, normalised so the loss scale does not depend on the weight
         fg = w > 1
         parts["fg_l1"] = (rec - x).abs().mean(1, keepdim=True)[fg].mean().item() if fg.any() else 0.0
-        l1 = ((rec - x).abs() * w).mean() / w.mean()
-        l2 = ((rec - x).pow(2) * w).mean() / w.mean()
+        l1 = weighted_mean((rec - x).abs(), w)
+        l2 = weighted_mean((rec - x).pow(2), w)
     loss = l1 + l2 + 0.5 * edge + kl_weight * kl
     if roundtrip:  # the gradient runs through the (possibly frozen) encoder into the first decode too
         rec2 = vae.decode(vae.encode(rec).latent_dist.mode()).sample
-        ww = w if w is not None else torch.ones_like(x[:, :1])
-        rt = (((rec2 - x).abs() + (rec2 - x).pow(2)) * ww).mean() / ww.mean()
+        rt = weighted_mean((rec2 - x).abs() + (rec2 - x).pow(2), w)
         parts["roundtrip"] = rt.item()
         loss = loss + roundtrip * rt
     return loss, {"loss": loss.item(), **parts}
