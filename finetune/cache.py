@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from svi.encoders import clip_features, encode_prompts, to_model_pixels
+from svi.encoders import clip_features, encode_prompts, to_model_pixels, to_uint8
 from svi.models import WanComponents
 from svi.render import condition_mask, condition_video
 
@@ -46,12 +46,16 @@ def encoder_fingerprint(components: WanComponents) -> str:
 
 
 class SampleEncoder:
-    """Runs the frozen encoders on a RawSample: x0, text, CLIP and y per condition-frame count."""
+    """Runs the frozen encoders on a RawSample: x0, text, CLIP and y per condition-frame count.
 
-    def __init__(self, components: WanComponents, geometry: Geometry, text_len: int):
+    With `roundtrip`, also "yrt{m}": y built from the clip's condition frames as a chain hands them
+    to its next clip, decoded from latents and re-encoded (`roundtrip_frames`)."""
+
+    def __init__(self, components: WanComponents, geometry: Geometry, text_len: int, roundtrip: bool = False):
         self.c = components
         self.geometry = geometry
         self.text_len = text_len
+        self.roundtrip = roundtrip
         self._text: OrderedDict[str, torch.Tensor] = OrderedDict()  # caption -> (L, D), on CPU
         self.encodes = 0
 
@@ -71,6 +75,9 @@ class SampleEncoder:
         # One VAE batch: the clip itself, then the condition video of each m (cond frames + padding).
         videos = [to_model_pixels(frames)]  # (3, F, H, W) in [-1, 1]
         videos += [condition_video(frames[:m], ref, g.frames, g.padding) for m in g.motion_options]
+        if self.roundtrip:
+            back = roundtrip_frames(c.vae, frames)
+            videos += [condition_video(back[:m], ref, g.frames, g.padding) for m in g.motion_options]
         mean, std = c.latents_mean_std()
         mu = c.vae.encode(torch.stack(videos).to(dev, torch.float32)).latent_dist.mode()  # (1 + n_m, 16, T, h, w)
         lat = (mu - mean) / std
@@ -81,6 +88,8 @@ class SampleEncoder:
                "clip": clip_features(c, frames[0])[0].to(c.dtype).cpu()}  # (tokens, D_img)
         for i, m in enumerate(g.motion_options):
             out[f"y{m}"] = torch.cat([mask, lat[1 + i]], dim=0).to(c.dtype).cpu()  # (20, T, h, w)
+            if self.roundtrip:
+                out[f"yrt{m}"] = torch.cat([mask, lat[1 + len(g.motion_options) + i]], dim=0).to(c.dtype).cpu()
         if raw.audio is not None:
             from svi.conditioning.wav2vec import split_window
 
@@ -92,6 +101,21 @@ class SampleEncoder:
             out["mouth"] = mouth_map(raw.mouth, T, h, w, temporal=c.vae_scale_temporal)  # (T, h, w) float32
         self.encodes += 1
         return out
+
+
+@torch.no_grad()
+def roundtrip_frames(vae, frames: torch.Tensor) -> torch.Tensor:
+    """(F, H, W, 3) uint8 -> the same frames after the trip a chain puts its carried frames through.
+
+    A rendered clip's last frames come out of the VAE's temporal path (decoded from a latent frame
+    that holds 4 pixel frames), are rounded to uint8 and encoded again as the next clip's condition.
+    That error is no DiT error, so SVI's banks never hold it, and a small VAE's round trip is far
+    from exact (storyworld-tiny: a moving object comes back as colour ghosts). The clip is encoded
+    and decoded back to front, so its FIRST frames, the condition frames, are the ones that come
+    back through the temporal path, with the clip's own (reversed) motion in their latent frame."""
+    rev = to_model_pixels(frames.flip(0))[None].float()  # (1, 3, F, H, W)
+    decoded = vae.decode(vae.encode(rev).latent_dist.mode()).sample[0]  # (3, F, H, W)
+    return to_uint8(decoded).flip(0)
 
 
 def mouth_map(track: torch.Tensor, T: int, h: int, w: int, sigma: float = 1.0, temporal: int = 4) -> torch.Tensor:
@@ -140,7 +164,8 @@ class SampleStore:
         self._memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._fingerprint = json.dumps({"v": CACHE_VERSION, "enc": encoder_fingerprint(encoder.c),
                                         "geometry": asdict(encoder.geometry), "text_len": encoder.text_len,
-                                        "seed": seed, "crop": crop, "ref_from": ref_from}, sort_keys=True)
+                                        "seed": seed, "crop": crop, "ref_from": ref_from,
+                                        **({"roundtrip": True} if encoder.roundtrip else {})}, sort_keys=True)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "encoded": 0}
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -209,4 +234,4 @@ def _write(path: Path, sample: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["SampleEncoder", "SampleStore", "encoder_fingerprint", "mouth_map", "DatasetError"]
+__all__ = ["SampleEncoder", "SampleStore", "encoder_fingerprint", "mouth_map", "roundtrip_frames", "DatasetError"]

@@ -99,6 +99,9 @@ class DataConfig:
     audio_drop_prob: float = knob(0.1, "talk: probability of zeroing the audio features of a step", svi="0.1")
     pose_drop_prob: float = knob(0.145, "dance: probability of zeroing the pose maps of a step",
                                  svi="1-(0.95*0.9)")
+    roundtrip_prob: float = knob(0.0, "probability that a step's condition frames come as a chain hands them on: "
+                                      "decoded through the VAE's temporal path and re-encoded (an error the DiT's "
+                                      "banks never hold; worth it when the VAE's round trip is lossy); 0: off")
     y_drop_prob: float = knob(0.0, "probability of zeroing y and the CLIP feature of a step (no y error then)",
                               svi="dance 0.1, others 0")
 
@@ -119,7 +122,7 @@ class DataConfig:
             raise ConfigError(f"data.padding must be 'ref' or 'zeros', got {self.padding!r}")
         if self.ref_from not in REF_SOURCES:
             raise ConfigError(f"data.ref_from must be one of {REF_SOURCES}, got {self.ref_from!r}")
-        for name in ("p_motion", "audio_drop_prob", "pose_drop_prob", "y_drop_prob"):
+        for name in ("p_motion", "audio_drop_prob", "pose_drop_prob", "y_drop_prob", "roundtrip_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"data.{name} must be in [0, 1], got {v}")

@@ -176,7 +176,8 @@ class Trainer:
         layers = add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
         if cfg.model.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        encoder = SampleEncoder(self.components, self.geometry, self.spec.text_len)
+        encoder = SampleEncoder(self.components, self.geometry, self.spec.text_len,
+                                roundtrip=cfg.data.roundtrip_prob > 0)
         cache_dir = cfg.data.cache_dir or (self.out / "cache")
         self.store = SampleStore(self.dataset, encoder, cache_dir if cfg.data.views_per_video > 0 else None,
                                  seed=cfg.train.seed, views=cfg.data.views_per_video, crop=cfg.data.kind != "dance",
@@ -312,11 +313,13 @@ class Trainer:
         u = torch.rand((B, 4), generator=self.gen)  # columns: motion frames, y drop, audio drop, pose drop
         ms = [g.motion_frames if (g.motion_frames > 1 and u[b, 0] < d.p_motion) else 1 for b in range(B)]
         y_null = u[:, 1] < d.y_drop_prob
+        # drawn only when on, so runs without it keep their random streams
+        trip = (torch.rand(B, generator=self.gen) < d.roundtrip_prob).tolist() if d.roundtrip_prob > 0 else [False] * B
         batch = {
             "x0": torch.stack([s["x0"] for s in samples]).to(dev),  # (B, 16, T, h, w)
             "text": torch.stack([s["text"] for s in samples]).to(dev),  # (B, L, D)
             "clip": torch.stack([s["clip"] for s in samples]).to(dev),  # (B, tokens, D_img)
-            "y": torch.stack([s[f"y{m}"] for s, m in zip(samples, ms)]).to(dev),  # (B, 20, T, h, w)
+            "y": torch.stack([s[f"yrt{m}" if t else f"y{m}"] for s, m, t in zip(samples, ms, trip)]).to(dev),  # (B, 20, T, h, w)
             "y_null": y_null, "motion_frames": ms,
         }
         if y_null.any():  # official y_set_null: condition and CLIP feature zeroed together

@@ -272,6 +272,52 @@ def tiny_components():
     return c
 
 
+@pytest.mark.skipif(not storyworld_available(), reason="storyworld package not present")
+def test_roundtrip_frames_come_back_lossy_and_in_their_own_order(tiny_components):
+    """What a chain hands its next clip: the frames through the VAE and back, rounded to uint8; the
+    clip runs back to front through it, so each frame still matches itself and not the other end."""
+    import storyworld as sw
+    from finetune.cache import roundtrip_frames
+
+    clip = sw.render(["a blue circle moves right on a snow field at dusk while a person dances"], 17, 0,
+                     width=128, height=96, fps=8).frames
+    v = torch.from_numpy(clip)
+    back = roundtrip_frames(tiny_components.vae, v)
+    assert back.shape == v.shape and back.dtype == torch.uint8
+    err = lambda a, b: (a.float() - b.float()).abs().mean().item()  # noqa: E731
+    assert all(0.5 < err(back[i], v[i]) < 30 for i in range(17))  # lossy, but the same picture
+    assert err(back[0], v[0]) < err(back[0], v[16]) and err(back[16], v[16]) < err(back[16], v[0])
+    # frame 0 took the temporal path: not what the first-frame path (frame 0 on its own) gives back
+    with torch.no_grad():
+        alone = tiny_components.vae.encode(v[:1].permute(3, 0, 1, 2)[None].float() / 127.5 - 1).latent_dist.mode()
+        alone = tiny_components.vae.decode(alone).sample[0].clamp(-1, 1).add(1).mul(127.5).round()
+    assert err(back[0], alone[:, 0].permute(1, 2, 0)) > 1.0
+
+
+def test_cache_with_roundtrip_adds_y_from_the_reencoded_frames(tmp_path, tiny_components):
+    from finetune.cache import SampleEncoder, SampleStore, roundtrip_frames
+    from svi.encoders import vae_encode
+    from svi.render import condition_mask, condition_video
+
+    write_svi_folder(tmp_path / "data", 1)
+    ds = build_dataset("svi", tmp_path / "data", 9)
+    geom = Geometry(9, 48, 64, motion_frames=5, padding="zeros")
+    plain = SampleStore(ds, SampleEncoder(tiny_components, geom, 32), tmp_path / "cache", seed=0, views=1, crop=True,
+                        ref_from="clip")
+    trip = SampleStore(ds, SampleEncoder(tiny_components, geom, 32, roundtrip=True), tmp_path / "cache", seed=0,
+                       views=1, crop=True, ref_from="clip")
+    assert plain.key(0, 0) != trip.key(0, 0)  # entries with and without the round trip never mix
+    p, s = plain.get(0, 0), trip.get(0, 0)
+    assert "yrt1" not in p and all(torch.equal(p[k], s[k]) for k in ("x0", "y1", "y5"))
+    raw = draw_sample(ds.items[0], geom, stable_seed(0, ds.items[0].key, 0))
+    back = roundtrip_frames(tiny_components.vae, raw.frames)
+    hw = s["x0"].shape[2:]
+    for m in (1, 5):
+        lat = vae_encode(tiny_components, condition_video(back[:m], raw.ref, 9, "zeros"))[0]
+        assert torch.allclose(s[f"yrt{m}"], torch.cat([condition_mask(3, *hw, "cpu", lat.dtype)[0], lat]), atol=1e-4)
+        assert not torch.allclose(s[f"yrt{m}"], s[f"y{m}"], atol=1e-3)
+
+
 def test_cache_encodes_once_and_builds_y_exactly_like_the_renderer(tmp_path, tiny_components):
     from finetune.cache import SampleEncoder, SampleStore
     from svi.encoders import vae_encode

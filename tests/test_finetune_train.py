@@ -279,6 +279,23 @@ def test_mouth_weight_reaches_the_loss_of_storyworld_talk_steps(tmp_path):
         with_overrides(cfg, train={"mouth_weight": -1.0}).check()
 
 
+def test_roundtrip_prob_conditions_steps_on_the_reencoded_frames(data_dir, tmp_path):
+    """data.roundtrip_prob = 1: every step's y is the cached round-tripped one; 0: the cache holds none."""
+    from finetune.train import Trainer
+
+    cfg = tiny_config(data_dir, tmp_path / "run", tmp_path / "cache", data={"roundtrip_prob": 1.0})
+    trainer = Trainer(cfg, log=lambda m: None)
+    sample = trainer.store.get(0, 0)
+    batch = trainer._batch([sample, sample])
+    assert torch.equal(batch["y"], torch.stack([sample["yrt1"]] * 2).to(batch["y"]))
+    assert not torch.equal(sample["yrt1"], sample["y1"])
+    off = Trainer(with_overrides(cfg, data={"roundtrip_prob": 0.0}, train={"output_dir": str(tmp_path / "run0")}),
+                  log=lambda m: None)
+    assert "yrt1" not in off.store.get(0, 0)
+    with pytest.raises(ConfigError, match="roundtrip_prob"):
+        with_overrides(cfg, data={"roundtrip_prob": 1.5}).check()
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_help_documents_every_knob_with_its_svi_default():
     from finetune.cli import build_parser
