@@ -233,6 +233,28 @@ def test_settings_are_checked_and_drive_the_plan(services, project, tmp_path):
         T.set_settings(services, project, state["version"] - 1, {"seed": 6})
 
 
+def test_settings_form_merges_its_changes_onto_a_newer_version(services, project):
+    """Apply sends the settings the form was filled from: a segment edit since (which moves the version
+    on) no longer throws the form away; a setting someone else changed since is still refused."""
+    state = T.timeline_state(services, project)
+    base = dict(state["settings"])
+    e = edges(state, 2)
+    newer = T.edit_segment(services, project, state["version"], "prompt", None,
+                           {"start": e[1], "end": e[2], "text": "second"})
+    with pytest.raises(ConflictError):  # the version check alone refuses the form's stale version
+        T.set_settings(services, project, state["version"], {"steps": 2})
+    merged = T.merge_settings(services, project, base, {**base, "steps": 2})
+    assert merged["settings"]["steps"] == 2 and merged["version"] > newer["version"]
+    assert [r["text"] for r in merged["tracks"]["prompt"]] == [r["text"] for r in newer["tracks"]["prompt"]]
+    mine = dict(merged["settings"])
+    T.set_settings(services, project, merged["version"], {"seed": 7})  # another window
+    with pytest.raises(ConflictError, match="seed"):
+        T.merge_settings(services, project, mine, {**mine, "seed": 9})
+    ok = T.merge_settings(services, project, mine, {**mine, "steps": 4})
+    assert (ok["settings"]["seed"], ok["settings"]["steps"]) == (7, 4)  # theirs kept, mine applied
+    assert T.merge_settings(services, project, ok["settings"], dict(ok["settings"]))["version"] == ok["version"]
+
+
 def test_edit_segment_api_adds_changes_and_deletes(services, project):
     state = T.timeline_state(services, project)
     e = edges(state, 2)

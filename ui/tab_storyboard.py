@@ -287,8 +287,8 @@ def build_storyboard(services: Services, current: gr.Textbox) -> StoryboardHandl
                    "steps": int(steps) if steps else None, "cfg": float(cfg) if cfg else None,
                    "negative_prompt": (negative or "").strip() or None,
                    "loras": [{"path": p, "scale": float(scale)} for p in (loras or [])]}
-        return reload_on_conflict(lambda n: T.state_json(T.set_settings(
-            services, n, _version(tl_value), changes)))(need(project))
+        base = T.parse_state(tl_value).get("settings") or {}
+        return reload_on_conflict(lambda n: T.state_json(T.merge_settings(services, n, base, changes)))(need(project))
 
     def variants_for(model):
         preset = PRESETS.get(model)

@@ -338,6 +338,34 @@ def set_settings(services: Services, name: str, version: int | None, changes: di
     return timeline_state(services, name)
 
 
+def merge_settings(services: Services, name: str, base: dict, edited: dict) -> dict:
+    """The settings form's Apply as a three-way merge, like the segment form's: the settings the user
+    changed from `base` (as the form was filled) go onto the settings as they are now, so an edit
+    of the segments meanwhile (this window's own, whose new version the form may not have seen yet,
+    or another window's) does not throw the form away. If someone else changed one of the same
+    settings meanwhile, it is a ConflictError."""
+    from storage.errors import ConflictError
+
+    state = timeline_state(services, name, media=False)
+    current = state["settings"]
+
+    def norm(key, value):
+        if key == "loras":
+            return tuple((lo["path"], round(float(lo.get("scale", 1.0)), 6)) for lo in value or [])
+        if isinstance(value, float):
+            return round(value, 6)
+        return value if value not in ("", None) else None
+
+    changed = {k: v for k, v in edited.items() if norm(k, v) != norm(k, base.get(k))}
+    clash = [k for k in changed if norm(k, base.get(k)) != norm(k, current.get(k))]
+    if clash:
+        raise ConflictError(f"project {name!r} was changed by someone else: its {', '.join(clash)} changed since "
+                            f"the settings form was filled")
+    if not changed:
+        return timeline_state(services, name)
+    return set_settings(services, name, state["version"], changed)
+
+
 def set_start_image(services: Services, name: str, version: int | None, path: str | None) -> dict:
     from svi.images import load_image
 
@@ -518,6 +546,6 @@ def _media_names(services: Services, name: str) -> dict[str, str]:
         return {seg.asset.sha256: seg.asset.original_name for seg in project.segments if seg.asset is not None}
 
 
-__all__ = ["timeline_state", "apply_tracks", "edit_segment", "set_settings", "set_start_image",
+__all__ = ["timeline_state", "apply_tracks", "edit_segment", "set_settings", "merge_settings", "set_start_image",
            "import_prompt_stream", "import_storyboard_json", "add_audio", "add_pose", "plan_rows",
            "parse_state", "state_json"]

@@ -28,10 +28,11 @@ def set_steps(page, steps: int) -> None:
             page.wait_for_function(shown, timeout=15000 if attempt == 0 else 30000)
             return
         except Exception:
-            # Still seen once on a loaded CI machine after the lock: the form back at the saved
-            # settings after Apply, long after the project had opened (not yet explained; a stale
-            # timeline version refused as a conflict would look like this). What is under test is
-            # that applied settings reach the plan: fill and apply once more, then fail for real.
+            # Seen once on a loaded CI machine before the settings form merged its changes
+            # (ui.timeline_ops.merge_settings): the form back at the saved settings after Apply,
+            # which is what a stale timeline version refused as a conflict looked like. The merge
+            # removes that cause; not reproduced since, so one more apply stays as a guard. What is
+            # under test is that applied settings reach the plan.
             if attempt == 1 or page.locator("#set-steps input").first.input_value() == str(steps):
                 raise
 
