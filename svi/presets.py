@@ -126,11 +126,11 @@ PRESETS: dict[str, Preset] = {
         text_len=32,
         negative_prompt="blurry, noisy, distorted",
         # Text guidance 1 (one forward per step) for shot / film / base: since round 4 the DiT predicts
-        # x0, and guidance extrapolates it past what its narrow stream can draw, blurring the objects
-        # (bench/conditioning.py colour 26.6% at 1, 17.7% at 2.5, 8.9% at 5; bench/drift.py SVI/base
+        # x0, and guidance extrapolates it past what it can draw, blurring the objects (round 4,
+        # bench/conditioning.py colour 26.6% at 1, 17.7% at 2.5, 8.9% at 5; bench/drift.py SVI/base
         # 0.38 at 1, 0.88 at 5; MODEL_CARD.md). Dance keeps round 3's guidance. Talk: audio guidance 2
-        # for the mouth-weighted talk LoRA (bench/conditioning.py lip sync over 12 talking clips: 0.55 at
-        # 2, 0.53 at 3, 0.36 at 5).
+        # for the mouth-weighted talk LoRA (round 4's, lip sync over 12 talking clips: 0.55 at 2, 0.53
+        # at 3, 0.36 at 5; round 5's: 0.60 at 2).
         variants={
             "shot": Variant("shot", "svi-lora.safetensors", 1, "ref", 1.0, fps=8, max_long=128, max_short=96,
                             description="SVI LoRA: one scene, anchored to the start image"),

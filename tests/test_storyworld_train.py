@@ -286,21 +286,21 @@ def test_object_crops_are_centred_on_the_object():
 
 
 def test_a_dit_of_another_width_trains_bundles_and_renders_with_adapters_at_its_width(small_cache, tmp_path):
-    """--head-dim 64: a 256-wide DiT (4 heads x 64, as many dimensions as a 4x4 token has latent
-    values) trained from scratch next to the bundled 128-wide one. The bundle re-seeds the audio
-    adapter and pose encoder at the new width and drops the LoRAs that fit only the old one."""
+    """--head-dim 32: a 128-wide DiT (4 heads x 32, round 4's width) trained from scratch next to the
+    bundled 256-wide one (as many dimensions as a 4x4 token has latent values). The bundle re-seeds
+    the audio adapter and pose encoder at the new width and drops the LoRAs that fit only the old one."""
     from svi.conditioning.runtime import AudioConditioner, load_audio_adapter
     from storyworld.train.cache import ASSETS
 
     bundled = json.loads((ASSETS / "transformer" / "config.json").read_text())
-    assert bundled["num_attention_heads"] * bundled["attention_head_dim"] == 128
-    dit_stage.main(["--out", str(tmp_path / "wide"), "--steps", "1", "--head-dim", "64", "--cache", str(small_cache),
+    assert bundled["num_attention_heads"] * bundled["attention_head_dim"] == 256
+    dit_stage.main(["--out", str(tmp_path / "narrow"), "--steps", "1", "--head-dim", "32", "--cache", str(small_cache),
                     "--batch", "2", "--every", "1", "--threads", "1"])
-    cfg = json.loads((tmp_path / "wide" / "transformer" / "config.json").read_text())
-    assert (cfg["attention_head_dim"], cfg["added_kv_proj_dim"], cfg["ffn_dim"]) == (64, 256, 512)
-    folder = bundle(tmp_path / "model", dit=tmp_path / "wide" / "transformer")
-    assert json.loads((folder / "audio_adapter" / "config.json").read_text())["dim"] == 256
-    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["dim"] == 256
+    cfg = json.loads((tmp_path / "narrow" / "transformer" / "config.json").read_text())
+    assert (cfg["attention_head_dim"], cfg["added_kv_proj_dim"], cfg["ffn_dim"]) == (32, 128, 256)
+    folder = bundle(tmp_path / "model", dit=tmp_path / "narrow" / "transformer")
+    assert json.loads((folder / "audio_adapter" / "config.json").read_text())["dim"] == 128
+    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["dim"] == 128
     assert not any((folder / n).exists() for n in ("svi-lora.safetensors", "svi-talk.safetensors",
                                                    "svi-dance.safetensors"))
     renderer = make_renderer("shot", folder=folder, steps=1)
@@ -308,7 +308,7 @@ def test_a_dit_of_another_width_trains_bundles_and_renders_with_adapters_at_its_
     start_image(caption, tmp_path / "start.png")
     assert chain(renderer, tmp_path / "start.png", [caption])[0].shape == (17, 96, 128, 3)
     audio = AudioConditioner(load_audio_adapter(folder / "audio_adapter"), renderer.c.transformer, 8.0)
-    assert audio.adapter.cfg.dim == 256  # its blocks attached to the 256-wide DiT's
+    assert audio.adapter.cfg.dim == 128  # its blocks attached to the 128-wide DiT's
     # the same width again keeps what the folder has
     again = bundle(tmp_path / "again", base=ASSETS, dit=ASSETS / "transformer")
     assert (again / "svi-talk.safetensors").is_file()
