@@ -314,12 +314,14 @@ class Trainer:
         ms = [g.motion_frames if (g.motion_frames > 1 and u[b, 0] < d.p_motion) else 1 for b in range(B)]
         y_null = u[:, 1] < d.y_drop_prob
         # drawn only when on, so runs without it keep their random streams
-        trip = (torch.rand(B, generator=self.gen) < d.roundtrip_prob).tolist() if d.roundtrip_prob > 0 else [False] * B
+        trip = ((torch.rand(B, generator=self.gen) < d.roundtrip_prob).tolist() if d.roundtrip_prob > 0
+                else [False] * B)
         batch = {
             "x0": torch.stack([s["x0"] for s in samples]).to(dev),  # (B, 16, T, h, w)
             "text": torch.stack([s["text"] for s in samples]).to(dev),  # (B, L, D)
             "clip": torch.stack([s["clip"] for s in samples]).to(dev),  # (B, tokens, D_img)
-            "y": torch.stack([s[f"yrt{m}" if t else f"y{m}"] for s, m, t in zip(samples, ms, trip)]).to(dev),  # (B, 20, T, h, w)
+            "y": torch.stack([s[f"yrt{m}" if t else f"y{m}"]  # (B, 20, T, h, w)
+                              for s, m, t in zip(samples, ms, trip)]).to(dev),
             "y_null": y_null, "motion_frames": ms,
         }
         if y_null.any():  # official y_set_null: condition and CLIP feature zeroed together
