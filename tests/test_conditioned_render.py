@@ -22,6 +22,8 @@ from svi.video import video_info
 from .conftest import ROOT
 
 STEPS = 2
+_DIT = json.loads((ROOT / "assets/models/storyworld-tiny/transformer/config.json").read_text())
+DIT_WIDTH, DIT_FFN = _DIT["num_attention_heads"] * _DIT["attention_head_dim"], _DIT["ffn_dim"]  # the bundled DiT
 
 
 def speech_like(path, seconds: float, sr: int = 16000, seed: int = 0, freq: float = 220.0):
@@ -128,19 +130,19 @@ def test_release_layout_talk_and_dance_at_toy_scale(tmp_path, start_image, monke
                          num_conv_pos_embedding_groups=2)
     torch.manual_seed(0)
     Wav2Vec2Model(w2v).save_pretrained(weights / "chinese-wav2vec2-base")
-    cfg = AudioAdapterConfig(dim=128, num_heads=4, num_layers=4, audio_layers=3, audio_dim=32,
+    cfg = AudioAdapterConfig(dim=DIT_WIDTH, num_heads=4, num_layers=4, audio_layers=3, audio_dim=32,
                              intermediate_dim=48, context_tokens=4, token_dim=24)
     save_file({f"model.diffusion_model.{k}": v for k, v in AudioAdapter(cfg).state_dict().items()},
               folder / "multitalk.safetensors")
     lora_dir = weights / "Stable-Video-Infinity" / "version-1.0"
     lora_dir.mkdir(parents=True)
-    save_file({"pipe.dit.blocks.0.self_attn.q.lora_A.default.weight": torch.randn(4, 128) * 0.1,
-               "pipe.dit.blocks.0.self_attn.q.lora_B.default.weight": torch.randn(128, 4) * 0.1,
+    save_file({"pipe.dit.blocks.0.self_attn.q.lora_A.default.weight": torch.randn(4, DIT_WIDTH) * 0.1,
+               "pipe.dit.blocks.0.self_attn.q.lora_B.default.weight": torch.randn(DIT_WIDTH, 4) * 0.1,
                **{f"dwpose_embedding.{k}": v for k, v in
-                  PoseEncoder(dim=128).dwpose_embedding.state_dict().items()}},
+                  PoseEncoder(dim=DIT_WIDTH).dwpose_embedding.state_dict().items()}},
               lora_dir / "svi-dance.safetensors")
-    save_file({"pipe.dit.blocks.0.ffn.0.lora_A.default.weight": torch.randn(4, 128) * 0.1,
-               "pipe.dit.blocks.0.ffn.0.lora_B.default.weight": torch.randn(256, 4) * 0.1},
+    save_file({"pipe.dit.blocks.0.ffn.0.lora_A.default.weight": torch.randn(4, DIT_WIDTH) * 0.1,
+               "pipe.dit.blocks.0.ffn.0.lora_B.default.weight": torch.randn(DIT_FFN, 4) * 0.1},
               lora_dir / "svi-talk.safetensors")
     monkeypatch.setenv("SVI_WEIGHTS_DIR", str(weights))
 
@@ -171,8 +173,8 @@ def test_finetuned_talk_lora_carries_its_audio_adapter(tmp_path):
 
     base = load_audio_adapter(ROOT / "assets/models/storyworld-tiny/audio_adapter")
     tuned = {f"diffusion_model.{k}": v + 0.5 for k, v in base.state_dict().items()}
-    tuned["diffusion_model.blocks.0.self_attn.q.lora_A.weight"] = torch.randn(4, 128) * 0.1
-    tuned["diffusion_model.blocks.0.self_attn.q.lora_B.weight"] = torch.randn(128, 4) * 0.1
+    tuned["diffusion_model.blocks.0.self_attn.q.lora_A.weight"] = torch.randn(4, DIT_WIDTH) * 0.1
+    tuned["diffusion_model.blocks.0.self_attn.q.lora_B.weight"] = torch.randn(DIT_WIDTH, 4) * 0.1
     save_file(tuned, tmp_path / "talk-lora.safetensors")
     spec = resolve_spec("storyworld-tiny", "talk", extra_loras=((str(tmp_path / "talk-lora.safetensors"), 1.0),))
     renderer, _ = build_renderer(spec, "cpu")

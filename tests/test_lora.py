@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -12,7 +13,9 @@ from svi.lora import LoraError, apply_loras, normalise_key, read_lora
 
 from .conftest import ROOT
 
-RANK, DIM, FFN, LAYERS = 4, 128, 256, 4  # the tiny preset's DiT
+_DIT = json.loads((ROOT / "assets/models/storyworld-tiny/transformer/config.json").read_text())
+RANK, LAYERS = 4, _DIT["num_layers"]
+DIM, FFN = _DIT["num_attention_heads"] * _DIT["attention_head_dim"], _DIT["ffn_dim"]  # the tiny preset's DiT
 
 
 @pytest.fixture(scope="module")
