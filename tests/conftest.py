@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+# the bundled DiT's shape, which fabricated LoRA and adapter fixtures must match (256 wide since round 5)
+BUNDLED_DIT = json.loads((ROOT / "assets/models/storyworld-tiny/transformer/config.json").read_text())
+BUNDLED_WIDTH = BUNDLED_DIT["num_attention_heads"] * BUNDLED_DIT["attention_head_dim"]
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see app.py: spinning OpenMP threads starve each other
 

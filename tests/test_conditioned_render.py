@@ -19,11 +19,10 @@ from svi.engine import build_renderer
 from svi.timeline import AudioSegment, PoseSegment, PromptSegment, Storyboard, StoryboardError
 from svi.video import video_info
 
-from .conftest import ROOT
+from .conftest import BUNDLED_DIT, BUNDLED_WIDTH, ROOT
 
 STEPS = 2
-_DIT = json.loads((ROOT / "assets/models/storyworld-tiny/transformer/config.json").read_text())
-DIT_WIDTH, DIT_FFN = _DIT["num_attention_heads"] * _DIT["attention_head_dim"], _DIT["ffn_dim"]  # the bundled DiT
+DIT_WIDTH, DIT_FFN = BUNDLED_WIDTH, BUNDLED_DIT["ffn_dim"]
 
 
 def speech_like(path, seconds: float, sr: int = 16000, seed: int = 0, freq: float = 220.0):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -11,11 +10,9 @@ from safetensors.torch import save_file
 
 from svi.lora import LoraError, apply_loras, normalise_key, read_lora
 
-from .conftest import ROOT
+from .conftest import BUNDLED_DIT, BUNDLED_WIDTH, ROOT
 
-_DIT = json.loads((ROOT / "assets/models/storyworld-tiny/transformer/config.json").read_text())
-RANK, LAYERS = 4, _DIT["num_layers"]
-DIM, FFN = _DIT["num_attention_heads"] * _DIT["attention_head_dim"], _DIT["ffn_dim"]  # the tiny preset's DiT
+RANK, LAYERS, DIM, FFN = 4, BUNDLED_DIT["num_layers"], BUNDLED_WIDTH, BUNDLED_DIT["ffn_dim"]  # the tiny preset's DiT
 
 
 @pytest.fixture(scope="module")

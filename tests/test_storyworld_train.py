@@ -16,6 +16,8 @@ from storyworld.train.bundle import bundle
 from storyworld.train.common import read_losses
 from storyworld.train.evaluate import chain, make_renderer, start_image
 
+from .conftest import BUNDLED_WIDTH
+
 
 def _state(path):
     return torch.load(path / "state.pt", weights_only=False)
@@ -292,8 +294,7 @@ def test_a_dit_of_another_width_trains_bundles_and_renders_with_adapters_at_its_
     from svi.conditioning.runtime import AudioConditioner, load_audio_adapter
     from storyworld.train.cache import ASSETS
 
-    bundled = json.loads((ASSETS / "transformer" / "config.json").read_text())
-    assert bundled["num_attention_heads"] * bundled["attention_head_dim"] == 256
+    assert BUNDLED_WIDTH == 256
     dit_stage.main(["--out", str(tmp_path / "narrow"), "--steps", "1", "--head-dim", "32", "--cache", str(small_cache),
                     "--batch", "2", "--every", "1", "--threads", "1"])
     cfg = json.loads((tmp_path / "narrow" / "transformer" / "config.json").read_text())
