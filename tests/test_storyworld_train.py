@@ -178,6 +178,53 @@ def test_foreground_weight_covers_the_object_and_little_else():
     assert vae_stage.foreground_weight(to_pixels(frame[None, None]), 0.0) is None
 
 
+def test_latent_foreground_marks_the_cells_the_object_covers_in_each_chunk():
+    """A latent cell is foreground when any pixel of its 4x4 square, in any frame of its chunk, is."""
+    import storyworld as sw
+    from storyworld.analyze import read_object
+
+    spec = cache_stage.sample_spec(0, 3, 0.0)
+    meta = {"video_seed": spec.video_seed, "start": spec.start}
+    fg = dit_stage.latent_foreground(meta, (5, 24, 32))
+    assert fg.shape == (5, 24, 32) and fg.dtype == torch.bool
+    assert 0.02 < fg.float().mean() < 0.5  # the object and the figure, not the backdrop
+    clip = sw.render_random(spec.video_seed, 1, 33, width=128, height=96, fps=8).frames[spec.start:spec.start + 17]
+    for t, frame in ((0, clip[0]), (4, clip[16])):  # frame 0 is latent frame 0; frame 16 ends the last chunk
+        obj = read_object(frame)
+        assert obj is not None and fg[t, int(obj.y * 96) // 4, int(obj.x * 128) // 4]
+
+
+def test_foreground_weighted_flow_loss_counts_object_cells_more_at_the_same_scale(small_cache):
+    from svi.scheduler import FlowMatchScheduler
+
+    data = dit_stage.Batches(small_cache, 0, foreground=True)
+    b = data.get(0, 2, 0.0)
+    assert b["fg"].shape == (2, 1, *b["x0"].shape[2:]) and (small_cache / "fg.pt").is_file()
+    dit = dit_stage.build(cache_stage.ASSETS / "transformer", 0).eval()
+    sched = FlowMatchScheduler(shift=5.0)
+    w = torch.ones(1000)
+    with torch.no_grad():
+        plain = dit_stage.flow_loss(dit, sched, b, w, "sample")
+        weighted = dit_stage.flow_loss(dit, sched, b, w, "sample", fg_weight=4.0)
+        # no foreground anywhere: the normalised weights are all 1, so the loss is the plain one
+        flat = dit_stage.flow_loss(dit, sched, {**b, "fg": torch.zeros_like(b["fg"])}, w, "sample", fg_weight=4.0)
+    assert torch.allclose(flat, plain, rtol=1e-5)
+    assert not torch.allclose(weighted, plain, rtol=1e-3)
+    assert 0.2 * plain < weighted < 5 * plain  # normalised: the same scale
+
+
+def test_dit_lr_anneals_from_a_fixed_step_also_across_a_resume(small_cache, tmp_path):
+    """--lr-end decays from --anneal-start to --steps; a resumed phase computes the lr from the step,
+    not from where it resumed (the first call stops before the decay starts)."""
+    common = ["--cache", str(small_cache), "--batch", "2", "--every", "1", "--warmup", "1", "--threads", "1",
+              "--lr", "1e-3", "--lr-end", "1e-4", "--anneal-start", "2", "--fg-weight", "2"]
+    dit_stage.main(["--out", str(tmp_path / "run"), "--steps", "2", *common])
+    dit_stage.main(["--out", str(tmp_path / "run"), "--steps", "5", "--resume", *common])
+    rows = read_losses(tmp_path / "run" / "losses.jsonl")
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 7e-4, 4e-4])
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
 def test_dit_patch_change_carries_the_blocks_over():
     from storyworld.train.cache import ASSETS
 

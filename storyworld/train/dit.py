@@ -11,21 +11,29 @@ has an unconditional branch to use. An EMA of the weights (decay ramping to --em
 (OUT/transformer); the text encoder stays frozen at its seeded random init (model card).
 
     python -m storyworld.train.dit --cache out/storyworld-train/cache --out out/storyworld-train/dit --steps 6000 --resume
+    # an annealing phase on a copy of that run, the object and figure cells weighted (round 6)
+    python -m storyworld.train.dit --cache ... --out R/dit-fg --steps 6500 --resume --lr-end 2.5e-5 \
+        --anneal-start 4500 --fg-weight 4
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
+
+import storyworld as sw
 
 from svi.models import PREDICTION_KEY, prediction_type
 from svi.presets import resolve_spec
 from svi.scheduler import PREDICTIONS, FlowMatchScheduler
 
-from .cache import ASSETS, load_cache
+from .cache import ASSETS, CLIP_FRAMES, VIDEO_FRAMES, load_cache
+from .data import FPS, HEIGHT, WIDTH
 from .common import Run, base_parser, seed_everything, set_threads
 
 
@@ -64,18 +72,54 @@ def build(init: Path, seed: int, patch: int | None = None, z_dim: int | None = N
     return model
 
 
-class Batches:
-    """Seeded minibatches over the cache; reloads new shards every `reload` steps (cache may still run)."""
+def latent_foreground(meta: dict, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(T, h, w) bool: the latent cells of a cached sample that hold foreground (objects, the figure's
+    ink, its head: storyworld.analyze.foreground_mask), from its video re-rendered by seed.
 
-    def __init__(self, folder: Path, seed: int, reload: int = 200):
-        self.folder, self.seed, self.reload = folder, seed, reload
+    A latent cell covers its 4x4 pixels and, after frame 0, 4 frames (the VAE's causal chunks); a
+    cell is foreground if any pixel it covers is."""
+    from storyworld.analyze import foreground_mask
+
+    T, h, w = grid
+    video = sw.render_random(meta["video_seed"], 1, VIDEO_FRAMES, width=WIDTH, height=HEIGHT, fps=FPS)
+    clip = video.frames[meta["start"]:meta["start"] + CLIP_FRAMES]
+    fg = torch.from_numpy(np.stack([foreground_mask(f) for f in clip]))  # (17, H, W)
+    sy, sx = fg.shape[1] // h, fg.shape[2] // w
+    cells = fg.reshape(len(clip), h, sy, w, sx).any(4).any(2)  # (17, h, w)
+    per = (len(clip) - 1) // (T - 1)
+    return torch.cat([cells[:1], cells[1:].reshape(T - 1, per, h, w).any(1)])
+
+
+class Batches:
+    """Seeded minibatches over the cache; reloads new shards every `reload` steps (cache may still run).
+
+    With `foreground` the batches carry each sample's latent foreground cells (latent_foreground),
+    computed once per sample and kept in the cache folder (fg.pt), for a loss that weights them."""
+
+    def __init__(self, folder: Path, seed: int, reload: int = 200, foreground: bool = False):
+        self.folder, self.seed, self.reload, self.foreground = folder, seed, reload, foreground
         self.data, self._loaded_at = None, None
 
     def _load(self, step: int) -> dict:
         epoch = step // self.reload
         if self.data is None or self._loaded_at != epoch:
             self.data, self._loaded_at = load_cache(self.folder), epoch
+            if self.foreground:
+                self.data["fg"] = self._foreground(self.data)
         return self.data
+
+    def _foreground(self, data: dict) -> torch.Tensor:
+        path = self.folder / "fg.pt"
+        known = torch.load(path, weights_only=False) if path.is_file() else {}
+        grid = tuple(data["x0"].shape[2:])
+        keys = [(m["video_seed"], m["start"]) for m in data["meta"]]
+        missing = [(k, m) for k, m in zip(keys, data["meta"]) if k not in known]
+        for k, m in tqdm(missing, desc="foreground cells", mininterval=5, disable=not missing):
+            known[k] = latent_foreground(m, grid)
+        if missing:
+            torch.save(known, path.with_suffix(".tmp"))
+            os.replace(path.with_suffix(".tmp"), path)
+        return torch.stack([known[k] for k in keys])  # (N, T, h, w)
 
     @property
     def latent_channels(self) -> int:
@@ -90,16 +134,23 @@ class Batches:
         text = self.data["text"][idx].float()  # (B, L, D)
         drop = torch.rand(size, generator=g) < p_uncond
         text[drop] = self.data["negative"].float()
-        return {"x0": self.data["x0"][idx].float(), "y": self.data["y"][idx].float(),
-                "clip": self.data["clip"][idx].float(), "text": text,
-                "sigma_index": torch.randint(0, 1000, (size,), generator=g),
-                "noise": torch.randn(self.data["x0"][idx].shape, generator=g), "n": n}
+        batch = {"x0": self.data["x0"][idx].float(), "y": self.data["y"][idx].float(),
+                 "clip": self.data["clip"][idx].float(), "text": text,
+                 "sigma_index": torch.randint(0, 1000, (size,), generator=g),
+                 "noise": torch.randn(self.data["x0"][idx].shape, generator=g), "n": n}
+        if self.foreground:
+            batch["fg"] = self.data["fg"][idx][:, None].float()  # (B, 1, T, h, w)
+        return batch
 
 
 def flow_loss(transformer, sched: FlowMatchScheduler, b: dict, weights: torch.Tensor,
-              prediction: str = "flow") -> torch.Tensor:
+              prediction: str = "flow", fg_weight: float = 0.0) -> torch.Tensor:
     """Weighted MSE in velocity space whatever the model predicts (a "sample" model's x0 is turned
-    into v as the sampler will, so the loss, its weights and its figures compare across the two)."""
+    into v as the sampler will, so the loss, its weights and its figures compare across the two).
+
+    With `fg_weight`, a latent cell holding foreground (b["fg"]) counts 1 + fg_weight times, each
+    sample's weights normalised to mean 1 so the loss keeps its scale: objects and the figure are a
+    few percent of the cells, and the plain mean lets the backdrop's easy cells own the loss."""
     sig = sched.training_sigmas().float()[b["sigma_index"]].view(-1, 1, 1, 1, 1)  # (B, 1, 1, 1, 1)
     x_t = sched.add_noise(b["x0"], b["noise"], sig)  # (B, 16, T, h, w)
     if prediction == "sample":  # the same floored divisor as the prediction's, so the target is exact
@@ -109,7 +160,11 @@ def flow_loss(transformer, sched: FlowMatchScheduler, b: dict, weights: torch.Te
     t = sig.flatten() * sched.num_train_timesteps
     out = transformer(torch.cat([x_t, b["y"]], dim=1), t, b["text"], b["clip"], return_dict=False)[0]
     v = sched.as_velocity(out, x_t, sig, prediction)
-    per = (v.float() - target).pow(2).mean(dim=(1, 2, 3, 4))  # (B,)
+    err = (v.float() - target).pow(2)  # (B, C, T, h, w)
+    if fg_weight:
+        cell = 1.0 + fg_weight * b["fg"]  # (B, 1, T, h, w)
+        err = err * cell / cell.mean(dim=(2, 3, 4), keepdim=True)
+    per = err.mean(dim=(1, 2, 3, 4))  # (B,)
     return (per * weights[b["sigma_index"]]).mean()
 
 
@@ -135,13 +190,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--p-uncond", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--fg-weight", type=float, default=0.0,
+                    help="extra loss weight on latent cells holding objects or the figure (0: plain mean); "
+                         "what the analyzers read lives in those few cells")
+    ap.add_argument("--lr-end", type=float, default=None,
+                    help="decay the lr linearly to this by --steps, from --anneal-start (default: constant)")
+    ap.add_argument("--anneal-start", type=int, default=0,
+                    help="step the decay to --lr-end starts at: a step number, not the resume point, so a "
+                         "resumed phase keeps its schedule")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
     sched = FlowMatchScheduler(shift=resolve_spec("storyworld-tiny").shift)
     weights = sched.training_weights().float()
-    data = Batches(args.cache, args.seed)
+    data = Batches(args.cache, args.seed, foreground=args.fg_weight > 0)
     dit = build(args.init, args.seed, args.patch, data.latent_channels, args.head_dim).train()
     predict = args.predict or prediction_type(dit)
     dit.register_to_config(**{PREDICTION_KEY: predict})  # the export says what it outputs
@@ -150,14 +213,20 @@ def main(argv: list[str] | None = None) -> None:
     start = run.resume({"dit": dit, "ema": ema}, opt) if args.resume else 0
     # warm up from the first step whose AdamW moments start at zero: step 0, or a slim checkpoint's
     warm_from = start if start and run.fresh_optimiser else 0
-    lr_at = lambda s: args.lr * min(1.0, (s - warm_from + 1) / args.warmup)  # noqa: E731
+    warm = lambda s: min(1.0, (s - warm_from + 1) / args.warmup)  # noqa: E731
+    if args.lr_end is None:
+        lr_at = lambda s: args.lr * warm(s)  # noqa: E731
+    else:  # an annealing phase: --lr until --anneal-start, then linearly down to --lr-end at --steps
+        span = max(1, args.steps - args.anneal_start)
+        lr_at = lambda s: warm(s) * (args.lr + (args.lr_end - args.lr)  # noqa: E731
+                                     * min(1.0, max(0.0, (s - args.anneal_start) / span)))
     run.truncate_log(start)
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="dit", mininterval=5)
     for step in bar:
         b = data.get(step, args.batch, args.p_uncond)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = flow_loss(dit, sched, b, weights, predict)
+        loss = flow_loss(dit, sched, b, weights, predict, args.fg_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
