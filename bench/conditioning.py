@@ -38,7 +38,7 @@ def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None):
 
     r = make_renderer("shot", svi=svi, folder=folder, lora=lora)
     rng = np.random.default_rng([seed, 11])
-    place, colour, both = [], [], []
+    place, colour, both, cases = [], [], [], []
     for i in range(n):
         caption = sw.random_caption(rng)
         start_image(caption, tmp / f"p{i}.png", seed + i)
@@ -47,9 +47,18 @@ def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None):
         place += [h.place and h.time for h in hits]
         colour += [h.colour for h in hits]
         both += [h.place and h.time and h.colour for h in hits]
-        print(f"  {caption}: place {np.mean([h.place and h.time for h in hits]):.2f} "
-              f"colour {np.mean([h.colour for h in hits]):.2f}")
+        cases.append((caption, float(np.mean([h.colour for h in hits]))))
+        print(f"  {caption}: place {np.mean([h.place and h.time for h in hits]):.2f} colour {cases[-1][1]:.2f}")
+    print_breakdown(cases)
     return float(np.mean(place)), float(np.mean(colour)), float(np.mean(both))
+
+
+def print_breakdown(cases):
+    """Colour read back per object colour, shape and motion of the captions: where prompt following fails."""
+    from storyworld.train.evaluate import breakdown
+
+    for field, by in breakdown(cases).items():
+        print(f"  colour by {field}: " + ", ".join(f"{v} {m:.2f} ({k})" for v, (m, k) in by.items()))
 
 
 def write_pose_track(path, keypoints, fps, width, height):

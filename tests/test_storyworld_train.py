@@ -360,3 +360,16 @@ def test_a_dit_of_another_width_trains_bundles_and_renders_with_adapters_at_its_
     # the same width again keeps what the folder has
     again = bundle(tmp_path / "again", base=ASSETS, dit=ASSETS / "transformer")
     assert (again / "svi-talk.safetensors").is_file()
+
+
+def test_breakdown_groups_scores_by_caption_field():
+    from storyworld.train.evaluate import breakdown
+
+    cases = [("a cyan star grows in a desert at dusk", 0.0), ("a cyan ring rests on a beach by day", 0.5),
+             ("a red star grows in a city at night while a person waves", 1.0)]
+    b = breakdown(cases)
+    assert b["colour"] == {"cyan": (0.25, 2), "red": (1.0, 1)}
+    assert b["shape"] == {"ring": (0.5, 1), "star": (0.5, 2)}
+    assert b["motion"]["grows"] == (0.5, 2) and b["motion"]["rests"] == (0.5, 1)
+    with pytest.raises(Exception, match="word"):  # a caption outside the grammar is an error, not a silent skip
+        breakdown([("a mauve blob floats", 1.0)])

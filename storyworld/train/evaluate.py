@@ -94,6 +94,22 @@ def prompt_accuracy(frames: np.ndarray, caption: str) -> dict[str, float]:
     return {k: float(np.mean([getattr(h, k) for h in hits])) for k in ("place", "time", "colour", "shape")}
 
 
+def breakdown(cases: Sequence[tuple[str, float]], fields: Sequence[str] = ("colour", "shape", "motion")
+              ) -> dict[str, dict[str, tuple[float, int]]]:
+    """Per caption field, per value: (mean score, number of captions) over (caption, score) cases.
+
+    A bench's one figure hides where it fails: 12 captions may hold three cyan objects and no blue
+    one, and a colour the model loses then weighs 25% of the figure."""
+    from storyworld.world import parse_caption
+
+    out: dict[str, dict[str, list[float]]] = {f: {} for f in fields}
+    for caption, score in cases:
+        spec = parse_caption(caption)
+        for f in fields:
+            out[f].setdefault(getattr(spec, f), []).append(score)
+    return {f: {v: (float(np.mean(s)), len(s)) for v, s in sorted(by.items())} for f, by in out.items()}
+
+
 @torch.no_grad()
 def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> dict[str, float]:
     """What the VAE lets through at best: n random 17-frame storyworld clips encoded and decoded
