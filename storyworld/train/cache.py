@@ -61,10 +61,15 @@ def load_encoders(model: Path, vae: Path | None, device: str = "cpu") -> WanComp
     return c
 
 
+def sample_video(video_seed: int) -> sw.Video:
+    """The one-scene storyworld video a sample's window is cut from (a pure function of its seed)."""
+    return sw.render_random(video_seed, 1, VIDEO_FRAMES, width=WIDTH, height=HEIGHT, fps=FPS)
+
+
 @torch.no_grad()
 def encode_sample(c: WanComponents, spec: SampleSpec, text_len: int) -> dict:
     """One training sample in the renderer's exact conditioning (SVI_SPEC 1.6)."""
-    video = sw.render_random(spec.video_seed, 1, VIDEO_FRAMES, width=WIDTH, height=HEIGHT, fps=FPS)
+    video = sample_video(spec.video_seed)
     frames = torch.from_numpy(video.frames)  # (33, H, W, 3) uint8
     clip = frames[spec.start:spec.start + CLIP_FRAMES]  # (17, H, W, 3)
     m, padding = MODES[spec.mode]

@@ -26,14 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import storyworld as sw
 
 from svi.models import PREDICTION_KEY, prediction_type
 from svi.presets import resolve_spec
 from svi.scheduler import PREDICTIONS, FlowMatchScheduler
 
-from .cache import ASSETS, CLIP_FRAMES, VIDEO_FRAMES, load_cache
-from .data import FPS, HEIGHT, WIDTH
+from .cache import ASSETS, CLIP_FRAMES, load_cache, sample_video
 from .common import Run, base_parser, seed_everything, set_threads
 
 
@@ -81,8 +79,7 @@ def latent_foreground(meta: dict, grid: tuple[int, int, int]) -> torch.Tensor:
     from storyworld.analyze import foreground_mask
 
     T, h, w = grid
-    video = sw.render_random(meta["video_seed"], 1, VIDEO_FRAMES, width=WIDTH, height=HEIGHT, fps=FPS)
-    clip = video.frames[meta["start"]:meta["start"] + CLIP_FRAMES]
+    clip = sample_video(meta["video_seed"]).frames[meta["start"]:meta["start"] + CLIP_FRAMES]
     fg = torch.from_numpy(np.stack([foreground_mask(f) for f in clip]))  # (17, H, W)
     sy, sx = fg.shape[1] // h, fg.shape[2] // w
     cells = fg.reshape(len(clip), h, sy, w, sx).any(4).any(2)  # (17, h, w)
