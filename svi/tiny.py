@@ -77,9 +77,10 @@ def build_tiny(seed: int = 0, words: list[str] | None = None) -> dict:
     }
 
 
-def save_tiny_adapters(out: Path, seed: int = 0, transformer: dict | None = None) -> None:
+def save_tiny_adapters(out: Path, seed: int = 0, transformer: dict | None = None, token_px: int = 16) -> None:
     """The talk / dance adapters of the tiny preset: MultiTalk and dwpose classes at the width of
-    the DiT whose config is `transformer` (default: TINY_TRANSFORMER)."""
+    the DiT whose config is `transformer` (default: TINY_TRANSFORMER), the pose encoder landing on
+    tokens of `token_px` pixels (VAE spatial factor x patch)."""
     from dataclasses import asdict
 
     from .conditioning.audio_adapter import AudioAdapter
@@ -91,7 +92,8 @@ def save_tiny_adapters(out: Path, seed: int = 0, transformer: dict | None = None
     torch.manual_seed(seed + 1)
     cfg = tiny_audio_config(dim, t["num_attention_heads"], t["num_layers"])
     save_adapter(AudioAdapter(cfg), asdict(cfg), out / "audio_adapter")
-    save_adapter(PoseEncoder(dim=dim, hidden=8), {"dim": dim, "hidden": 8}, out / "pose_encoder")
+    save_adapter(PoseEncoder(dim=dim, hidden=8, token_px=token_px), {"dim": dim, "hidden": 8, "token_px": token_px},
+                 out / "pose_encoder")
 
 
 def save_tiny(out: Path, seed: int = 0) -> None:

@@ -35,7 +35,7 @@ def test_81_pose_frames_become_21_latent_frames_at_one_sixteenth():
     feats = enc(maps)
     assert feats.shape == (1, 24, 21, 2, 3)
     assert enc.tokens(maps).shape == (1, 21 * 2 * 3, 24)
-    x = PoseEncoder.prepare(maps)
+    x = enc.prepare(maps)
     assert x.shape == (1, 3, 84, 32, 48) and float(x.max()) == 1.0
     torch.testing.assert_close(x[:, :, :3], x[:, :, 3:4].expand(-1, -1, 3, -1, -1))  # frame 0 three times
     assert PoseEncoder(dim=8)(np.zeros((2, 17, 32, 32, 3), np.uint8)).shape == (2, 8, 5, 2, 2)  # tiny clip
@@ -43,6 +43,20 @@ def test_81_pose_frames_become_21_latent_frames_at_one_sixteenth():
         enc(np.zeros((80, 32, 48, 3), np.uint8))
     with pytest.raises(ValueError, match="multiple of 16"):
         enc(np.zeros((81, 40, 48, 3), np.uint8))
+
+
+def test_an_8px_token_encoder_keeps_the_weights_and_lands_on_a_twice_finer_grid():
+    """A 4x VAE under a 2x2 patch makes 8 px tokens: only layer 6's stride changes, so the same
+    weights load and the features cover twice the rows and columns."""
+    fine, coarse = PoseEncoder(dim=8, hidden=8, token_px=8), PoseEncoder(dim=8, hidden=8)
+    fine.load_dwpose(coarse.state_dict())  # strict: every shape is the same
+    strides = [m.stride for m in fine.dwpose_embedding if isinstance(m, torch.nn.Conv3d)]
+    assert strides == [(1, 1, 1)] * 4 + [(2, 2, 2), (2, 2, 2), (1, 2, 2)]
+    maps = np.zeros((17, 96, 128, 3), np.uint8)
+    assert fine(maps).shape == (1, 8, 5, 12, 16) and coarse(maps).shape == (1, 8, 5, 6, 8)
+    assert fine(np.zeros((17, 40, 48, 3), np.uint8)).shape == (1, 8, 5, 5, 6)  # 40 px is a multiple of 8
+    with pytest.raises(ValueError, match="token_px"):
+        PoseEncoder(dim=8, token_px=4)
 
 
 def fabricated_dance(dim: int, prefix: str) -> dict:

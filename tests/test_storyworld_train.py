@@ -322,6 +322,43 @@ def test_vae_whole_frame_phase_starts_from_a_run_and_trains_every_weight(tmp_pat
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
 
 
+def test_a_patch_2_dit_bundles_with_a_pose_encoder_on_its_8px_tokens(small_cache, tmp_path):
+    """A 2x2 patch over the 4x VAE's latents makes 8 px tokens (round 6's DiT): the bundle re-seeds
+    the pose encoder for them and drops the LoRAs of the 16 px DiT, and pose features land on the
+    finer token grid of a real forward."""
+    from svi.conditioning.runtime import load_pose_encoder
+    from svi.conditioning.pose_encoder import attach_pose
+    from storyworld.train.bundle import token_px
+
+    assert token_px(cache_stage.ASSETS) == 16
+    dit_stage.main(["--out", str(tmp_path / "p2"), "--steps", "1", "--patch", "2", "--cache", str(small_cache),
+                    "--batch", "2", "--every", "1", "--threads", "1"])
+    folder = bundle(tmp_path / "model", dit=tmp_path / "p2" / "transformer")
+    assert token_px(folder) == 8
+    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["token_px"] == 8
+    assert not any((folder / n).exists() for n in ("svi-lora.safetensors", "svi-talk.safetensors",
+                                                   "svi-dance.safetensors"))
+    encoder = load_pose_encoder(folder / "pose_encoder")
+    maps = np.zeros((17, 96, 128, 3), np.uint8)
+    maps[:, 30:70, 60:64] = 255  # a bone
+    with torch.no_grad():
+        feats = encoder(maps)
+    assert feats.shape == (1, BUNDLED_WIDTH, 5, 12, 16)
+    renderer = make_renderer("shot", folder=folder, steps=1)
+    dit = renderer.c.transformer
+    handle = attach_pose(dit)
+    args = (torch.randn(1, 36, 5, 24, 32), torch.tensor([500.0]), torch.randn(1, 32, 64), torch.randn(1, 5, 64))
+    with torch.no_grad():
+        plain = dit(*args, return_dict=False)[0]
+        with handle.use(feats):
+            posed = dit(*args, return_dict=False)[0]
+    assert posed.shape == plain.shape == (1, 16, 5, 24, 32) and not torch.allclose(posed, plain)
+    handle.remove()
+    # the bundled 16 px grid keeps its adapters as they are
+    again = bundle(tmp_path / "again", dit=cache_stage.ASSETS / "transformer")
+    assert (again / "svi-dance.safetensors").is_file()
+
+
 def test_object_crops_are_centred_on_the_object():
     """--object-crops 1: every crop window holds the object's pixels (a random 64 px window of a
     128x96 frame misses a small object about half the time)."""

@@ -38,23 +38,32 @@ def _replace_dir(src: Path, dst: Path) -> None:
         (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
+def token_px(folder: Path) -> int:
+    """Pixels per DiT token of a model folder: the VAE's spatial factor times the DiT's patch."""
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    dit = json.loads((folder / "transformer" / "config.json").read_text())
+    return int(vae.get("scale_factor_spatial") or 8) * int(dit["patch_size"][1])
+
+
 def _match_adapters(into: Path) -> None:
-    """Re-seed the adapters' init (audio_adapter/, pose_encoder/) at the DiT's width when it changed:
-    a talk / dance fine-tune starts from them, and their blocks must fit the DiT they attach to."""
+    """Re-seed the adapters' init (audio_adapter/, pose_encoder/) when the DiT's width or token grid
+    changed: a talk / dance fine-tune starts from them, their blocks must fit the DiT they attach
+    to, and the pose features must land on its tokens."""
     from svi.tiny import save_tiny_adapters
 
     dit = json.loads((into / "transformer" / "config.json").read_text())
-    width = dit["num_attention_heads"] * dit["attention_head_dim"]
-    adapter = into / "audio_adapter" / "config.json"
-    if adapter.is_file() and json.loads(adapter.read_text()).get("dim") == width:
+    width, px = dit["num_attention_heads"] * dit["attention_head_dim"], token_px(into)
+    adapter, pose = into / "audio_adapter" / "config.json", into / "pose_encoder" / "config.json"
+    if (adapter.is_file() and json.loads(adapter.read_text()).get("dim") == width
+            and pose.is_file() and json.loads(pose.read_text()).get("token_px", 16) == px):
         return
-    save_tiny_adapters(into, 0, dit)
-    # LoRAs (and the adapters they carry) of a DiT of another width cannot attach to this one
+    save_tiny_adapters(into, 0, dit, token_px=px)
+    # LoRAs (and the adapters they carry) of a DiT of another width or token grid do not fit this one
     stale = [p for p in (into / n for n in (SVI_LORA, TALK_LORA, DANCE_LORA)) if p.is_file()]
     for p in stale:
         p.unlink()
-    print(f"bundle: adapters re-seeded at the DiT's width {width}"
-          + (f"; removed LoRAs of the old width: {', '.join(p.name for p in stale)}" if stale else ""))
+    print(f"bundle: adapters re-seeded for the DiT (width {width}, {px} px tokens)"
+          + (f"; removed LoRAs of the old DiT: {', '.join(p.name for p in stale)}" if stale else ""))
 
 
 def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Path | None = None,
@@ -68,6 +77,7 @@ def bundle(into: Path, *, base: Path = ASSETS, vae: Path | None = None, dit: Pat
         _replace_dir(Path(vae), into / "vae")
     if dit is not None:
         _replace_dir(Path(dit), into / "transformer")
+    if vae is not None or dit is not None:
         _match_adapters(into)
     for src, name in ((lora, SVI_LORA), (talk, TALK_LORA), (dance, DANCE_LORA)):
         if src is not None:

@@ -20,25 +20,33 @@ from .audio_adapter import load_named
 PREPEND_FRAMES = 3  # copies of pose frame 0 put in front: 81 + 3 = 84 frames -> 21 latent frames
 
 
-class PoseEncoder(nn.Module):
-    """`dwpose_embedding`: Conv3d/SiLU stack; time /4, space /16, channels -> the DiT width."""
+TOKEN_PX = (8, 16)  # pixels per DiT token the encoder can land on: 16 = Wan's 8x VAE x 2x2 patch
 
-    def __init__(self, dim: int = 5120, hidden: int = 16):
+
+class PoseEncoder(nn.Module):
+    """`dwpose_embedding`: Conv3d/SiLU stack; time /4, space /`token_px`, channels -> the DiT width.
+
+    `token_px` is the DiT token's side in pixels (VAE spatial factor x patch): 16 for Wan (and the
+    svi-dance weights); 8 for a 4x VAE under a 2x2 patch, where layer 6 keeps the resolution. Only
+    a stride changes, so every weight keeps its shape and loads either way."""
+
+    def __init__(self, dim: int = 5120, hidden: int = 16, token_px: int = 16):
         super().__init__()
-        self.dim = dim
+        if token_px not in TOKEN_PX:
+            raise ValueError(f"token_px must be one of {TOKEN_PX}, got {token_px}")
+        self.dim, self.token_px = dim, token_px
         c = hidden
         self.dwpose_embedding = nn.Sequential(
             nn.Conv3d(3, c, 3, stride=1, padding=1), nn.SiLU(),  # 0
             nn.Conv3d(c, c, 3, stride=1, padding=1), nn.SiLU(),  # 2
             nn.Conv3d(c, c, 3, stride=1, padding=1), nn.SiLU(),  # 4
-            nn.Conv3d(c, c, 3, stride=(1, 2, 2), padding=1), nn.SiLU(),  # 6: space /2
+            nn.Conv3d(c, c, 3, stride=(1, 2, 2) if token_px == 16 else 1, padding=1), nn.SiLU(),  # 6: space /2 (16 px)
             nn.Conv3d(c, c, 3, stride=2, padding=1), nn.SiLU(),  # 8: time /2, space /2
             nn.Conv3d(c, c, 3, stride=2, padding=1), nn.SiLU(),  # 10: time /2, space /2
             nn.Conv3d(c, dim, (1, 2, 2), stride=(1, 2, 2), padding=0),  # 12: space /2, to the DiT width
         )
 
-    @staticmethod
-    def prepare(pose_maps: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def prepare(self, pose_maps: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, F, H, W, 3) or (F, H, W, 3) pose maps -> float (B, 3, F + 3, H, W) in [0, 1],
         with frame 0 repeated 3 times in front (the official input layout)."""
         x = torch.as_tensor(pose_maps)
@@ -49,18 +57,18 @@ class PoseEncoder(nn.Module):
         f, h, w = x.shape[1:4]
         if (f - 1) % 4:
             raise ValueError(f"a clip needs 4n+1 pose frames, got {f}")
-        if h % 16 or w % 16:
-            raise ValueError(f"pose map size must be a multiple of 16, got {w}x{h}")
+        if h % self.token_px or w % self.token_px:
+            raise ValueError(f"pose map size must be a multiple of {self.token_px}, got {w}x{h}")
         x = x.permute(0, 4, 1, 2, 3).float()  # (B, 3, F, H, W), 0..255
         x = torch.cat([x[:, :, :1].expand(-1, -1, PREPEND_FRAMES, -1, -1), x], dim=2)  # (B, 3, F+3, H, W)
         return x / 255.0
 
     def forward(self, pose_maps: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Pose features (B, dim, T, H/16, W/16), T = (F - 1) / 4 + 1, the layout of the DiT's patch
+        """Pose features (B, dim, T, H/token_px, W/token_px), T = (F - 1) / 4 + 1, the layout of the DiT's patch
         embedding output; flattened in (t, h, w) order they are the (B, L, dim) tokens."""
         p = next(self.parameters())
         x = self.prepare(pose_maps).to(p.device, p.dtype)  # (B, 3, F+3, H, W)
-        return self.dwpose_embedding(x)  # (B, dim, T, H/16, W/16)
+        return self.dwpose_embedding(x)  # (B, dim, T, H/token_px, W/token_px)
 
     def tokens(self, pose_maps) -> torch.Tensor:
         """(B, L, dim) tokens in the DiT's (frame, row, col) order."""

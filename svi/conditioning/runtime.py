@@ -78,7 +78,7 @@ class PoseConditioner:
 
     @torch.no_grad()
     def features(self, clip, width: int, height: int) -> torch.Tensor:
-        """(1, dim, T, H/16, W/16) features added to the patch tokens (both CFG branches)."""
+        """(1, dim, T, H/token_px, W/token_px) features added to the patch tokens (both CFG branches)."""
         tracks = {p.path: conditioning_track(p.path) for p in clip.pose}
         frames = slice_pose(tracks, clip.pose, clip.frames, self.fps)
         maps = render_pose_maps(frames, width, height)  # (F, H, W, 3) uint8
