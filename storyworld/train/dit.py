@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-
 from svi.models import PREDICTION_KEY, prediction_type
 from svi.presets import resolve_spec
 from svi.scheduler import PREDICTIONS, FlowMatchScheduler
