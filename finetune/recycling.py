@@ -255,17 +255,31 @@ def inject_errors(x0: torch.Tensor, noise: torch.Tensor, y: torch.Tensor, sigma_
 
 
 # ---------------------------------------------------------------------- after the forward
-def weighted_loss(v_hat: torch.Tensor, step: InjectedStep, focus: torch.Tensor | None = None) -> torch.Tensor:
+def condition_frames(y: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the latent frames whose content the condition y supplies (its mask channels set).
+
+    A dropped condition (y zeroed) supplies none."""
+    return y[:, :Y_MASK_CHANNELS].flatten(3).ne(0).any(dim=3).any(dim=1)  # (B, T)
+
+
+def weighted_loss(v_hat: torch.Tensor, step: InjectedStep, focus: torch.Tensor | None = None,
+                  frames: torch.Tensor | None = None) -> torch.Tensor:
     """mean((v_hat - v*)^2) per sample times w(t), averaged over the batch (fp32 scalar).
 
     `focus` (B, T, h, w), optional, weighs each latent position by 1 + focus (the same on every channel):
-    the talk fine-tune's extra weight on the mouth."""
+    the talk fine-tune's extra weight on the mouth. `frames` (B, T) bool, optional, names the latent
+    frames that count; the mean runs over those only (a sample with none counts zero)."""
     if v_hat.shape != step.v_target.shape:
         raise ValueError(f"prediction shape {tuple(v_hat.shape)} must equal target {tuple(step.v_target.shape)}")
     err = (v_hat.float() - step.v_target).square()  # (B, C, T, h, w)
     if focus is not None:
         err = err * (1.0 + focus.to(err.device, err.dtype).unsqueeze(1))
-    per_sample = err.flatten(1).mean(dim=1)  # (B,)
+    if frames is None:
+        per_sample = err.flatten(1).mean(dim=1)  # (B,)
+    else:
+        keep = frames.to(err.device, err.dtype)  # (B, T)
+        per_frame = err.mean(dim=(1, 3, 4))  # (B, T): every frame holds the same number of values
+        per_sample = (per_frame * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B,)
     return (per_sample * step.weight.to(per_sample.device)).mean()
 
 

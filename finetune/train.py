@@ -42,7 +42,7 @@ from .config import ConfigError, TrainConfig
 from .data import Dataset, Geometry, build_dataset, stable_seed
 from .lora import add_lora, export_lora, lora_from_module_state
 from .model import TrainModule, build_audio_adapter, build_pose_encoder
-from .recycling import inject_errors, recycle_errors, sample_sigma_index, weighted_loss
+from .recycling import condition_frames, inject_errors, recycle_errors, sample_sigma_index, weighted_loss
 
 EVAL_SIGMA_INDICES = (50, 250, 500, 750, 950)  # fixed probe timesteps (t from ~990 down to ~250)
 CHECKPOINT_PREFIX = "step_"
@@ -367,7 +367,8 @@ class Trainer:
         # 3. The one forward and the weighted loss
         v_hat = self._forward(self.module, step, batch)
         mouth = batch.get("mouth")
-        loss = weighted_loss(v_hat, step, None if mouth is None else cfg.train.mouth_weight * mouth)
+        frames = None if cfg.train.condition_frame_loss else ~condition_frames(batch["y"])
+        loss = weighted_loss(v_hat, step, None if mouth is None else cfg.train.mouth_weight * mouth, frames)
 
         # 4. Errors of the same forward into the banks. They need only v_hat, so after the warm-up
         #    the insert (the l2 scan of a full grid) runs on a worker thread during the backward

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from finetune.bank import ErrorBanks
 from finetune.recycling import (
-    Y_MASK_CHANNELS, RecyclingConfig, compute_errors, grid_of, inject_errors, recycle_errors,
+    Y_MASK_CHANNELS, RecyclingConfig, compute_errors, condition_frames, grid_of, inject_errors, recycle_errors,
     sample_sigma_index, weighted_loss,
 )
 from svi.scheduler import FlowMatchScheduler
@@ -226,6 +226,32 @@ def test_loss_is_mse_times_timestep_weight():
     focus[:, 0, 0, 0] = 9.0  # one of T*H*W positions (on every channel) weighs 10 instead of 1
     n = T * H * W
     assert torch.allclose(weighted_loss(v_hat, step, focus), (1 * w[0] + 4 * w[1]) / 2 * (n + 9) / n)
+
+
+def test_loss_can_leave_out_the_condition_frames():
+    step, *_ = run(OFF, None)
+    # per-frame squared errors 1, 4, 9, 16, 25 on sample 0; sample 1 off by 2 on every frame
+    v_hat = step.v_target.clone()
+    v_hat[0] += torch.arange(1.0, T + 1).reshape(1, T, 1, 1)
+    v_hat[1] += 2.0
+    w = FlowMatchScheduler().training_weights()[IDX].float()
+    every = torch.ones(B, T, dtype=torch.bool)
+    assert torch.allclose(weighted_loss(v_hat, step, frames=every), weighted_loss(v_hat, step))
+    # a shot condition: y's mask set on latent frame 0 only; a dropped condition (all zero) sets none
+    y = torch.zeros(B, Y_MASK_CHANNELS + C, T, H, W)
+    y[0, :Y_MASK_CHANNELS, 0] = 1.0
+    y[0, Y_MASK_CHANNELS:, 1:] = 3.0  # latent values outside the mask do not make a frame a condition frame
+    given_frames = condition_frames(y)
+    assert given_frames.tolist() == [[True] + [False] * (T - 1), [False] * T]
+    # sample 0 counts frames 1..4 only: (4 + 9 + 16 + 25) / 4; sample 1 keeps all its frames
+    expected = ((4 + 9 + 16 + 25) / 4 * w[0] + 4 * w[1]) / 2
+    assert torch.allclose(weighted_loss(v_hat, step, frames=~given_frames), expected)
+    # the frame-0 error no longer moves the loss; an error on a counted frame does
+    moved = v_hat.clone()
+    moved[0, :, 0] += 10.0
+    assert torch.equal(weighted_loss(moved, step, frames=~given_frames), weighted_loss(v_hat, step, frames=~given_frames))
+    moved[0, :, 1] += 10.0
+    assert weighted_loss(moved, step, frames=~given_frames) > weighted_loss(v_hat, step, frames=~given_frames)
 
 
 def test_integration_errors_match_hand_computed_values():
