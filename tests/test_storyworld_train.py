@@ -67,6 +67,32 @@ def test_vae_stage_with_fewer_latent_channels(tmp_path):
     assert z.shape == (1, 4, 2, 8, 8)
 
 
+def test_a_2x_in_time_vae_starts_from_a_4x_run(tmp_path):
+    """--temporal 2 --init <4x run>: every weight but the dropped time convolution carries over, a
+    17-frame clip becomes 9 latent frames, and the export says 2x so the engine sizes clips by it."""
+    vae_stage.main(["--out", str(tmp_path / "4x"), "--steps", "1", "--batch", "1", "--stats-clips", "1"])
+    vae_stage.main(["--out", str(tmp_path / "2x"), "--init", str(tmp_path / "4x"), "--temporal", "2", "--steps", "1",
+                    "--batch", "1", "--stats-clips", "1", "--lr", "1e-12", "--clip-frames", "5"])
+    four = torch.load(tmp_path / "4x" / "state.pt", weights_only=False)["modules"]["vae"]
+    two = torch.load(tmp_path / "2x" / "state.pt", weights_only=False)["modules"]["vae"]
+    assert sorted(set(four) - set(two)) == ["decoder.up_blocks.1.upsamplers.0.time_conv.bias",
+                                            "decoder.up_blocks.1.upsamplers.0.time_conv.weight",
+                                            "encoder.down_blocks.1.time_conv.bias", "encoder.down_blocks.1.time_conv.weight"]
+    assert set(two) <= set(four)
+    assert all(torch.allclose(two[k], four[k], atol=1e-6) for k in two)  # lr 1e-12: one step moves nothing
+    cfg = json.loads((tmp_path / "2x" / "vae" / "config.json").read_text())
+    assert cfg["scale_factor_temporal"] == 2 and cfg["temperal_downsample"] == [False, True]
+    vae = vae_stage.build(0, temporal=2).eval()
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 17, 32, 32)).latent_dist.mode()
+        assert z.shape == (1, 16, 9, 8, 8)
+        assert vae.decode(z).sample.shape == (1, 3, 17, 32, 32)
+    # weights that fit neither layout are an error, not a silent partial load
+    broken = {k: v for k, v in four.items() if not k.startswith("decoder.conv_out")}
+    with pytest.raises(RuntimeError, match="conv_out"):
+        vae_stage.load_weights(vae_stage.build(0, temporal=2), broken)
+
+
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("cache")

@@ -158,11 +158,26 @@ def export(vae, path, seed: int, stats_clips: int = 6) -> None:
     vae.train()
 
 
-def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"]):
+def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"], temporal: int = 4):
+    """The storyworld VAE; `temporal` 2 makes the first downsampling stage spatial only (2x in time)."""
     from diffusers import AutoencoderKLWan
 
+    if temporal not in (2, 4):
+        raise ValueError(f"temporal compression must be 2 or 4, got {temporal}")
     torch.manual_seed(seed)
-    return AutoencoderKLWan(**{**STORYWORLD_VAE, "z_dim": z_dim})
+    time_down = [True, True] if temporal == 4 else [False, True]
+    return AutoencoderKLWan(**{**STORYWORLD_VAE, "z_dim": z_dim, "temperal_downsample": time_down,
+                               "scale_factor_temporal": temporal})
+
+
+def load_weights(vae, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load a run's VAE weights; a 4x-in-time state into a 2x VAE drops the time convolutions the 2x
+    VAE has no use for (its first stage is spatial only), and returns their names. Anything else that
+    does not fit is an error."""
+    own = vae.state_dict()
+    dropped = [k for k in state if k not in own and k.endswith((".time_conv.weight", ".time_conv.bias"))]
+    vae.load_state_dict({k: v for k, v in state.items() if k not in dropped})
+    return dropped
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,15 +207,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--z-dim", type=int, default=STORYWORLD_VAE["z_dim"],
                     help="latent channels. 16 (Wan's) over a 4x4 DiT patch is 256 values per token, twice the "
                          "tiny DiT's width of 128; 4 gives the 64 per token that round 2 had")
+    ap.add_argument("--temporal", type=int, default=4, choices=(2, 4),
+                    help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames and a moving "
+                         "object no longer comes back split in two (--init from a 4x run keeps its other weights)")
     args = ap.parse_args(argv)
+    if args.temporal != 4 and args.clip_frames % 2 != 1:
+        ap.error("--clip-frames must be odd (2n+1) with --temporal 2")
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
-    vae = build(args.seed, args.z_dim).train()
+    vae = build(args.seed, args.z_dim, args.temporal).train()
     frozen = args.decoder_from is not None
     source = args.decoder_from or args.init
     if source is not None:
-        vae.load_state_dict(torch.load(source / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
+        dropped = load_weights(vae, torch.load(source / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
+        if dropped:
+            print(f"vae: {source} is 4x in time; left out {', '.join(dropped)}")
     if frozen:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
