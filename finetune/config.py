@@ -173,8 +173,8 @@ class TrainSettings:
                                "(1 + mouth_weight at its centre; needs keypoints: storyworld or a pose file); 0: off")
     condition_frame_loss: bool = knob(True, "count the latent frames the condition supplies in the loss; off: only "
                                             "the frames the model must invent (their targets are the true latents, "
-                                            "while y's copy carries bank errors: on, the LoRA learns to repaint the "
-                                            "condition)", svi="on (every frame)")
+                                            "while y's copy carries bank errors). storyworld-tiny: off kept more colour "
+                                            "but held a chain less well", svi="on (every frame)")
     error_recycling: bool = knob(True, "error-recycling fine-tuning; off: a plain LoRA fine-tune on the same data",
                                  svi="on (--use_error_recycling)")
     overlap_recycling: bool = knob(True, "insert errors into the banks on a worker thread while the backward pass "

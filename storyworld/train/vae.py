@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="latent channels. 16 (Wan's) over a 4x4 DiT patch is 256 values per token, twice the "
                          "tiny DiT's width of 128; 4 gives the 64 per token that round 2 had")
     ap.add_argument("--temporal", type=int, default=4, choices=(2, 4),
-                    help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames and a moving "
-                         "object no longer comes back split in two (--init from a 4x run keeps its other weights)")
+                    help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames (--init from "
+                         "a 4x run keeps its other weights). Measured in session 12: no better colour than 4x")
     args = ap.parse_args(argv)
     if args.temporal != 4 and args.clip_frames % 2 != 1:
         ap.error("--clip-frames must be odd (2n+1) with --temporal 2")
