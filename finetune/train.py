@@ -444,6 +444,7 @@ class Trainer:
         # FSDP shards the weights: its forward is a collective that every rank must run, wrapped.
         module = self.module if self.fsdp else self.acc.unwrap_model(self.module)
         v_hat = self._forward(module, step, batch)
+        # every frame, whatever train.condition_frame_loss says: probes of runs with and without it compare
         return float(weighted_loss(v_hat, step))
 
     # ------------------------------------------------------------------ checkpoints
