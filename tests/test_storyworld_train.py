@@ -93,6 +93,27 @@ def test_a_2x_in_time_vae_starts_from_a_4x_run(tmp_path):
         vae_stage.load_weights(vae_stage.build(0, temporal=2), broken)
 
 
+def test_a_deeper_vae_starts_as_the_same_function(tmp_path):
+    """--res-blocks 2 --init <1-block run>: the old weights carry over, each new block starts as the
+    identity (so latents and reconstructions are unchanged, and a DiT trained on them stays valid), and
+    training then moves the new blocks."""
+    vae_stage.main(["--out", str(tmp_path / "one"), "--steps", "1", "--batch", "1", "--stats-clips", "1"])
+    state = torch.load(tmp_path / "one" / "state.pt", weights_only=False)["modules"]["vae"]
+    one, two = vae_stage.build(0).eval(), vae_stage.build(1, res_blocks=2).eval()
+    one.load_state_dict(state)
+    added = vae_stage.load_weights(two, state)
+    assert len(added) == 6  # one new block in each of the 3 encoder and 3 decoder stages
+    x = torch.rand(1, 3, 9, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        z1, z2 = one.encode(x).latent_dist.mode(), two.encode(x).latent_dist.mode()
+        assert torch.equal(z1, z2)
+        assert torch.equal(one.decode(z1).sample, two.decode(z2).sample)
+    vae_stage.main(["--out", str(tmp_path / "two"), "--init", str(tmp_path / "one"), "--res-blocks", "2", "--steps",
+                    "1", "--batch", "1", "--stats-clips", "1", "--clip-frames", "5", "--image-every", "0"])
+    trained = torch.load(tmp_path / "two" / "state.pt", weights_only=False)["modules"]["vae"]
+    assert trained["encoder.down_blocks.1.conv2.weight"].abs().sum() > 0  # the identity block learns
+
+
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory):
     out = tmp_path_factory.mktemp("cache")

@@ -158,8 +158,9 @@ def export(vae, path, seed: int, stats_clips: int = 6) -> None:
     vae.train()
 
 
-def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"], temporal: int = 4):
-    """The storyworld VAE; `temporal` 2 makes the first downsampling stage spatial only (2x in time)."""
+def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"], temporal: int = 4, res_blocks: int = 1):
+    """The storyworld VAE; `temporal` 2 makes the first downsampling stage spatial only (2x in time);
+    `res_blocks` residual blocks per encoder stage (the decoder has one more, as in Wan)."""
     from diffusers import AutoencoderKLWan
 
     if temporal not in (2, 4):
@@ -167,17 +168,66 @@ def build(seed: int, z_dim: int = STORYWORLD_VAE["z_dim"], temporal: int = 4):
     torch.manual_seed(seed)
     time_down = [True, True] if temporal == 4 else [False, True]
     return AutoencoderKLWan(**{**STORYWORLD_VAE, "z_dim": z_dim, "temperal_downsample": time_down,
-                               "scale_factor_temporal": temporal})
+                               "scale_factor_temporal": temporal, "num_res_blocks": res_blocks})
+
+
+def _encoder_stages(kinds: list[str]) -> list[list[int]]:
+    """Indices of the residual blocks of each encoder stage, from the down_blocks' kinds in order
+    ("res" or "resample"; a resample closes a stage)."""
+    stages, cur = [], []
+    for i, kind in enumerate(kinds):
+        if kind == "resample":
+            stages.append(cur)
+            cur = []
+        else:
+            cur.append(i)
+    return stages + [cur]
+
+
+def _deepen(vae, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map a state with fewer residual blocks per stage onto `vae`: each old block keeps its weights in
+    the first blocks of its stage, and each new block starts as the identity (its last convolution
+    zeroed: the block adds nothing to its shortcut), so the deeper VAE starts as the same function and
+    the DiT trained on its latents stays valid until training moves it. Returns (state, new blocks)."""
+    own = vae.state_dict()
+    old_down = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.down_blocks.")})
+    old_kinds = ["resample" if any(k.startswith(f"encoder.down_blocks.{i}.resample") for k in state) else "res"
+                 for i in old_down]
+    new_kinds = ["resample" if type(b).__name__ == "WanResample" else "res" for b in vae.encoder.down_blocks]
+    rename, fresh = {}, []
+    old_stages, new_stages = _encoder_stages(old_kinds), _encoder_stages(new_kinds)
+    old_res = [i for i, k in enumerate(old_kinds) if k == "resample"]
+    new_res = [i for i, k in enumerate(new_kinds) if k == "resample"]
+    for olds, news in zip(old_stages, new_stages):
+        rename.update({f"encoder.down_blocks.{o}.": f"encoder.down_blocks.{n}." for o, n in zip(olds, news)})
+        fresh += [f"encoder.down_blocks.{n}." for n in news[len(olds):]]
+    rename.update({f"encoder.down_blocks.{o}.": f"encoder.down_blocks.{n}." for o, n in zip(old_res, new_res)})
+    for u, block in enumerate(vae.decoder.up_blocks):
+        old_n = len({k.split(".")[4] for k in state if k.startswith(f"decoder.up_blocks.{u}.resnets.")})
+        fresh += [f"decoder.up_blocks.{u}.resnets.{r}." for r in range(old_n, len(block.resnets))]
+    out = {}
+    for k, v in state.items():
+        prefix = next((p for p in rename if k.startswith(p)), None)
+        out[k if prefix is None else rename[prefix] + k[len(prefix):]] = v
+    for prefix in fresh:
+        for k in own:
+            if k.startswith(prefix):
+                out[k] = torch.zeros_like(own[k]) if k.startswith(prefix + "conv2.") else own[k]
+    return out, fresh
 
 
 def load_weights(vae, state: dict[str, torch.Tensor]) -> list[str]:
     """Load a run's VAE weights; a 4x-in-time state into a 2x VAE drops the time convolutions the 2x
-    VAE has no use for (its first stage is spatial only), and returns their names. Anything else that
-    does not fit is an error."""
+    VAE has no use for (its first stage is spatial only), and a state with fewer residual blocks per
+    stage fills the new ones with identity blocks (`_deepen`). Returns what was dropped or added.
+    Anything else that does not fit is an error."""
     own = vae.state_dict()
+    added: list[str] = []
+    if any(k not in state for k in own):
+        state, added = _deepen(vae, state)
     dropped = [k for k in state if k not in own and k.endswith((".time_conv.weight", ".time_conv.bias"))]
     vae.load_state_dict({k: v for k, v in state.items() if k not in dropped})
-    return dropped
+    return dropped + [f"{p}* (new, identity)" for p in added]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -210,19 +260,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temporal", type=int, default=4, choices=(2, 4),
                     help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames (--init from "
                          "a 4x run keeps its other weights). Measured in session 12: no better colour than 4x")
+    ap.add_argument("--res-blocks", type=int, default=1,
+                    help="residual blocks per encoder stage (decoder: one more). --init from a run with fewer "
+                         "starts the new blocks as identities, so the VAE starts as the same function")
     args = ap.parse_args(argv)
     if args.temporal != 4 and args.clip_frames % 2 != 1:
         ap.error("--clip-frames must be odd (2n+1) with --temporal 2")
     set_threads(args.threads)
     seed_everything(args.seed)
     run = Run(args.out, args.seed)
-    vae = build(args.seed, args.z_dim, args.temporal).train()
+    vae = build(args.seed, args.z_dim, args.temporal, args.res_blocks).train()
     frozen = args.decoder_from is not None
     source = args.decoder_from or args.init
     if source is not None:
-        dropped = load_weights(vae, torch.load(source / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
-        if dropped:
-            print(f"vae: {source} is 4x in time; left out {', '.join(dropped)}")
+        changed = load_weights(vae, torch.load(source / CKPT, map_location="cpu", weights_only=False)["modules"]["vae"])
+        if changed:
+            print(f"vae: {source} does not fit as it is; dropped or added {', '.join(changed)}")
     if frozen:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
