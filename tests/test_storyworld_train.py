@@ -93,6 +93,23 @@ def test_a_2x_in_time_vae_starts_from_a_4x_run(tmp_path):
         vae_stage.load_weights(vae_stage.build(0, temporal=2), broken)
 
 
+def test_palette_loss_reads_hue_as_the_analyzer_does():
+    """The palette term is ~0 on the true clip and large where an object's pixels lean to a neighbouring
+    palette colour, by far more than the L1 of that same shift would suggest."""
+    from storyworld.maps import PALETTE, PALETTE_NAMES
+    frame = np.full((32, 32, 3), (90, 140, 200), np.uint8)  # sky-ish backdrop, no palette colour
+    yellow, orange = PALETTE[PALETTE_NAMES.index("yellow")], PALETTE[PALETTE_NAMES.index("orange")]
+    frame[8:24, 8:24] = yellow
+    x = torch.from_numpy(frame).float().div(127.5).sub(1).permute(2, 0, 1)[None, :, None]  # (1, 3, 1, H, W)
+    assert vae_stage.palette_loss(x, x).item() < 1e-3
+    toward_orange = x.clone()
+    toward_orange[..., 8:24, 8:24] += torch.from_numpy((orange - yellow) * 0.6 / 127.5).float()[None, :, None, None, None]
+    backdrop_off = x.clone()
+    backdrop_off[..., :8, :] += 0.5  # a backdrop error: not the palette term's business
+    assert vae_stage.palette_loss(toward_orange, x).item() > 1.0
+    assert vae_stage.palette_loss(backdrop_off, x).item() < 1e-3
+
+
 def test_a_deeper_vae_starts_as_the_same_function(tmp_path):
     """--res-blocks 2 --init <1-block run>: the old weights carry over, each new block starts as the
     identity (so latents and reconstructions are unchanged, and a DiT trained on them stays valid), and

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from storyworld.analyze import foreground_mask
-from storyworld.maps import palette_labels
+from storyworld.maps import PALETTE, palette_labels
 from svi.tiny import TINY_VAE
 
 from .common import CKPT, Run, base_parser, seed_everything, set_threads, step_rng
@@ -45,6 +45,9 @@ CLIP_FRAMES = 5
 CROP = 32
 STORYWORLD_VAE = {**TINY_VAE, "dim_mult": [1, 2, 4], "temperal_downsample": [True, True], "scale_factor_spatial": 4}
 SPATIAL = 2 ** (len(STORYWORLD_VAE["dim_mult"]) - 1)  # px per latent cell
+# Squared [-1, 1]-unit distances between neighbouring palette colours are ~0.5-1.5, so at 0.05 a
+# pixel that reads right has logits ~10+ apart (no loss left) and one that reads wrong a steep one.
+PALETTE_TEMPERATURE = 0.05
 
 
 def edge_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -110,12 +113,31 @@ def weighted_mean(t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     return t.mean() if w is None else (t * w).mean() / w.mean()
 
 
+def palette_loss(rec: torch.Tensor, x: torch.Tensor, temperature: float = PALETTE_TEMPERATURE) -> torch.Tensor:
+    """Cross-entropy of each object pixel's palette colour, read from the reconstruction as the
+    analyzers read it (softmax over minus the squared distances to the 8 palette colours).
+
+    The plain L1 / L2 barely care whether a reconstructed yellow leans to orange or to green; the
+    analyzers (and a viewer) care about nothing else. The cross-entropy is ~0 where the nearest
+    palette colour is already right, so the term pushes only the pixels whose hue reads wrong."""
+    frames = x.permute(0, 2, 3, 4, 1).add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    labels = torch.from_numpy(np.stack([[palette_labels(f) for f in clip] for clip in frames])).long()
+    inside = labels >= 0  # (B, F, H, W)
+    if not inside.any():
+        return rec.sum() * 0.0
+    palette = torch.from_numpy(PALETTE).to(rec) / 127.5 - 1.0  # (8, 3) in the VAE's [-1, 1]
+    pixels = rec.permute(0, 2, 3, 4, 1)[inside]  # (N, 3)
+    d2 = ((pixels[:, None, :] - palette) ** 2).sum(-1)
+    return torch.nn.functional.cross_entropy(-d2 / temperature, labels[inside])
+
+
 def vae_loss(vae, x: torch.Tensor, kl_weight: float, frozen_encoder: bool = False,
-             fg_weight: float = 0.0, roundtrip: float = 0.0) -> tuple[torch.Tensor, dict]:
+             fg_weight: float = 0.0, roundtrip: float = 0.0, palette_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """L1 + L2 (foreground-weighted) + 0.5 edge + KL of the reconstruction. With `roundtrip`, plus that
     weight times the L1 + L2 of a second pass, decode(encode(reconstruction)): a chain re-encodes its
     own decoded frames every clip, and a VAE that is no fixed point drifts under it (the bundled one:
-    drift 3.2 after 30 round trips of one frame, `storyworld.drift`)."""
+    drift 3.2 after 30 round trips of one frame, `storyworld.drift`). With `palette_weight`, plus that
+    weight times `palette_loss`."""
     w = foreground_weight(x, fg_weight)
     with torch.set_grad_enabled(not frozen_encoder and torch.is_grad_enabled()):
         post = vae.encode(x).latent_dist
@@ -134,6 +156,10 @@ def vae_loss(vae, x: torch.Tensor, kl_weight: float, frozen_encoder: bool = Fals
         l1 = weighted_mean((rec - x).abs(), w)
         l2 = weighted_mean((rec - x).pow(2), w)
     loss = l1 + l2 + 0.5 * edge + kl_weight * kl
+    if palette_weight:
+        hue = palette_loss(rec, x)
+        parts["palette"] = hue.item()
+        loss = loss + palette_weight * hue
     if roundtrip:  # the gradient runs through the (possibly frozen) encoder into the first decode too
         rec2 = vae.decode(vae.encode(rec).latent_dist.mode()).sample
         rt = weighted_mean((rec2 - x).abs() + (rec2 - x).pow(2), w)
@@ -260,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temporal", type=int, default=4, choices=(2, 4),
                     help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames (--init from "
                          "a 4x run keeps its other weights). Measured in session 12: no better colour than 4x")
+    ap.add_argument("--palette-weight", type=float, default=0.0,
+                    help="weight of the palette cross-entropy on object pixels (palette_loss): the hue the "
+                         "analyzers read, which L1 / L2 barely see")
     ap.add_argument("--res-blocks", type=int, default=1,
                     help="residual blocks per encoder stage (decoder: one more). --init from a run with fewer "
                          "starts the new blocks as identities, so the VAE starts as the same function")
@@ -288,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     for step in bar:
         x = batch(args.seed, step, args.batch, crop=args.crop, frames=args.clip_frames, image_every=args.image_every,
                   object_crops=args.object_crops)
-        loss, parts = vae_loss(vae, x, args.kl, frozen, args.fg_weight, args.roundtrip)
+        loss, parts = vae_loss(vae, x, args.kl, frozen, args.fg_weight, args.roundtrip, args.palette_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
