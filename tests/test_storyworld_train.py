@@ -110,6 +110,16 @@ def test_palette_loss_reads_hue_as_the_analyzer_does():
     assert vae_stage.palette_loss(backdrop_off, x).item() < 1e-3
 
 
+def test_cut_first_swaps_only_frame_zero():
+    """--cut-first: the clip is the same clip, but frame 0 comes from another video (and nothing else
+    changes, so the training sees a cut right after the first frame)."""
+    plain = vae_stage.batch(0, 0, 1, crop=0, frames=5, image_every=0)
+    cut = vae_stage.batch(0, 0, 1, crop=0, frames=5, image_every=0, cut_first=1.0)
+    assert plain.shape == cut.shape == (1, 3, 5, 96, 128)
+    assert torch.equal(plain[:, :, 1:], cut[:, :, 1:])
+    assert (plain[:, :, 0] - cut[:, :, 0]).abs().mean() > 0.05
+
+
 def test_a_deeper_vae_starts_as_the_same_function(tmp_path):
     """--res-blocks 2 --init <1-block run>: the old weights carry over, each new block starts as the
     identity (so latents and reconstructions are unchanged, and a DiT trained on them stays valid), and

@@ -74,16 +74,19 @@ def _object_window(clip: np.ndarray, crop: int, rng: np.random.Generator) -> tup
 
 
 def batch(seed: int, step: int, size: int, crop: int = CROP, frames: int = CLIP_FRAMES,
-          image_every: int = 8, object_crops: float = 0.0) -> torch.Tensor:
+          image_every: int = 8, object_crops: float = 0.0, cut_first: float = 0.0) -> torch.Tensor:
     """(B, 3, F, H, W): every image_every-th step whole single frames (F = 1), else `frames`-frame
     clips cropped to crop x crop (crop 0: whole frames). A share `object_crops` of the crops is
-    centred on the object's path, which a random 64 px window of a 128x96 frame often misses."""
+    centred on the object's path, which a random 64 px window of a 128x96 frame often misses. A share
+    `cut_first` of the clips gets another video's frame as frame 0 (a cut after the first frame)."""
     rng = step_rng(seed, step)
     if image_every and step % image_every == image_every - 1:
         return to_pixels(np.stack([random_clip(rng, 1, 17) for _ in range(2 * size)]))  # frames are cheap
     clips = []
     for _ in range(size):
         clip = random_clip(rng, frames, 17)  # (F, H, W, 3)
+        if cut_first and rng.random() < cut_first:  # no draw at 0: older runs keep their batches
+            clip = np.concatenate([random_clip(rng, 1, 17), clip[1:]])
         if not crop:
             clips.append(clip)
             continue
@@ -286,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temporal", type=int, default=4, choices=(2, 4),
                     help="time compression: 4 (Wan's) or 2, where one latent frame holds 2 pixel frames (--init from "
                          "a 4x run keeps its other weights). Measured in session 12: no better colour than 4x")
+    ap.add_argument("--cut-first", type=float, default=0.0,
+                    help="share of the training clips whose frame 0 comes from another video. The causal "
+                         "latents learn to code change against frame 0; measured on the bundled VAE, a clip "
+                         "whose frame 0 differs reads object colour back at ~55%% in every later chunk (100%% "
+                         "when frame 0 is like the rest), and a chain's clips are such clips")
     ap.add_argument("--palette-weight", type=float, default=0.0,
                     help="weight of the palette cross-entropy on object pixels (palette_loss): the hue the "
                          "analyzers read, which L1 / L2 barely see")
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc="vae", mininterval=5)
     for step in bar:
         x = batch(args.seed, step, args.batch, crop=args.crop, frames=args.clip_frames, image_every=args.image_every,
-                  object_crops=args.object_crops)
+                  object_crops=args.object_crops, cut_first=args.cut_first)
         loss, parts = vae_loss(vae, x, args.kl, frozen, args.fg_weight, args.roundtrip, args.palette_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
