@@ -154,3 +154,19 @@ def test_model_card_figures_are_reproducible(tmp_path):
     assert len(rows) == 1 and len(rows[0]) == len(titles) == 6
     assert all(f.shape == (96, 128, 3) and f.dtype == np.uint8 for f in rows[0])
     assert np.abs(rows[0][2].astype(int) - rows[0][4]).mean() > 0.3  # clip 1 frame 8: base vs SVI
+
+
+def test_temporal_readback_finds_where_the_vae_loses_colour():
+    """bench/vae_readback.py's measure: colour per latent frame on natural clips and on a chain's
+    condition clip (another moment as frame 0, then one image held still). On the bundled VAE the
+    first-frame path keeps the object's colour, and the causal path loses some of it on the condition
+    clip although nothing in it moves (measured, 24 captions: 91.7% at frame 0, 47-54% after it)."""
+    from diffusers import AutoencoderKLWan
+
+    from storyworld.train.evaluate import temporal_readback
+
+    r = temporal_readback(AutoencoderKLWan.from_pretrained(ASSETS / "vae").eval(), n=3, seed=1)
+    assert len(r["natural"]) == len(r["cut"]) == 5  # frame 0, then the 4 causal latent frames of 17
+    assert all(0.0 <= v <= 1.0 for v in r["natural"] + r["cut"])
+    assert r["natural"][0] >= 0.6 and r["cut"][0] >= 0.6  # the first-frame path: each frame on its own
+    assert r["natural_frames"] == pytest.approx(np.mean(r["natural"][1:]))  # equal-size chunks of 4 frames

@@ -111,6 +111,13 @@ def breakdown(cases: Sequence[tuple[str, float]], fields: Sequence[str] = ("colo
 
 
 @torch.no_grad()
+def vae_roundtrip(vae, frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 frames encoded (posterior mode, as the renderer does) and decoded, as uint8."""
+    y = vae.decode(vae.encode(to_pixels(frames[None])).latent_dist.mode()).sample[0].clamp(-1, 1)
+    return y.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+
+
+@torch.no_grad()
 def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> dict[str, float]:
     """What the VAE lets through at best: n random 17-frame storyworld clips encoded and decoded
     (posterior mode, as the renderer does), read back by the analyzers. Place / colour are shares of
@@ -124,9 +131,7 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> 
     from storyworld.pose import latent_rate_sync_bound, lip_sync, pose_error
 
     def roundtrip(frames: np.ndarray) -> np.ndarray:
-        x = to_pixels(frames[None])
-        y = vae.decode(vae.encode(x).latent_dist.mode()).sample[0].clamp(-1, 1)
-        return y.add(1.0).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+        return vae_roundtrip(vae, frames)
 
     rng = np.random.default_rng([seed, 17])
     place, colour, l1, fg_l1 = [], [], [], []
@@ -153,3 +158,33 @@ def reconstruction_readback(vae, n: int = 12, seed: int = 0, talks: int = 3) -> 
             "lip_sync": float(np.nanmean(lips)), "lip_bound": float(np.nanmean(bound)),
             "pose_error": float(np.nanmean(err)) if found.any() else float("nan"), "found": float(found.mean()),
             "l1": float(np.mean(l1)), "fg_l1": float(np.mean(fg_l1))}
+
+
+@torch.no_grad()
+def temporal_readback(vae, n: int = 24, seed: int = 0) -> dict[str, list[float] | float]:
+    """Object colour read back from the VAE's reconstructions, per latent frame (chunk 0 = frame 0,
+    the first-frame path; chunk k = frames 4k-3 .. 4k), on two kinds of 17-frame clip from n random
+    33-frame scenes:
+
+    - `natural`: frames 16-32, a window from the middle of a scene (the training data's windows);
+    - `cut`: the scene's frame 32, then its frame 16 held still for 16 frames. This is what a Shot
+      chain's condition clip looks like (the last frame of the previous clip, then the reference
+      image over and over): content that was not in frame 0 and then does not change. A causal VAE
+      that codes change against frame 0 loses it here although nothing moves.
+
+    `natural_frames` is the share over frames 1-16 of the natural clips. Each share is over n clips'
+    frames of that chunk."""
+    from storyworld.analyze import prompt_match
+
+    chunks = {"natural": [[] for _ in range(5)], "cut": [[] for _ in range(5)]}
+    rng = np.random.default_rng([seed, 23])
+    for i in range(n):
+        caption = sw.random_caption(rng)
+        frames = sw.render([caption], 33, seed + i, width=WIDTH, height=HEIGHT, fps=FPS).frames
+        clips = {"natural": frames[16:33], "cut": np.concatenate([frames[32:33], np.repeat(frames[16:17], 16, 0)])}
+        for kind, clip in clips.items():
+            for f, rec in enumerate(vae_roundtrip(vae, clip)):
+                chunks[kind][(f + 3) // 4].append(prompt_match(rec, caption).colour)
+    out: dict[str, list[float] | float] = {k: [float(np.mean(c)) for c in v] for k, v in chunks.items()}
+    out["natural_frames"] = float(np.mean(sum(chunks["natural"][1:], [])))
+    return out
