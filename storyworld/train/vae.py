@@ -24,6 +24,10 @@ normalised latents are ~N(0, 1) for the DiT.
         --batch 1 --steps 5000 --every 50 --resume
     # a decoder-only phase keeps the latent space (and so a DiT trained on it) valid
     python -m storyworld.train.vae --out R/vae-dec --decoder-from R/vae17 --steps 3000 --resume
+    # session 13: cuts after frame 0, so the causal latents carry content, not change (new latents:
+    # a new DiT follows)
+    python -m storyworld.train.vae --out R/vae-cut --init R/vae-dec --crop 64 --clip-frames 17 --image-every 4 \
+        --object-crops 0.75 --batch 2 --lr 3e-4 --fg-weight 10 --cut-first 0.5 --steps 3000 --resume
 """
 
 from __future__ import annotations
