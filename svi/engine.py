@@ -71,8 +71,11 @@ def build_conditioners(spec: ModelSpec, components, lora_files: list[LoraFile]):
             from .conditioning.pose_encoder import PoseEncoder
 
             extras = {k: v for lf in lora_files for k, v in lf.extras.items()}
+            # the token grid decides where the encoder lands (svi-dance's own: 16 px); the weights'
+            # shapes do not depend on it, so one file serves either grid
             encoder = PoseEncoder(dim=components.transformer.config.num_attention_heads
-                                  * components.transformer.config.attention_head_dim)
+                                  * components.transformer.config.attention_head_dim,
+                                  token_px=components.token_px)
             try:
                 encoder.load_dwpose(extras)
             except ValueError as e:

@@ -111,6 +111,11 @@ class WanComponents:
         return 2 ** sum(bool(x) for x in self.vae.config.temperal_downsample)
 
     @property
+    def token_px(self) -> int:
+        """Pixels per DiT token side: the VAE's spatial factor x the patch (16 for Wan 2.1: 8 x 2)."""
+        return self.vae_scale_spatial * int(self.transformer.config.patch_size[-1])
+
+    @property
     def prediction(self) -> str:
         return prediction_type(self.transformer)
 
