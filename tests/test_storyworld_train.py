@@ -396,20 +396,24 @@ def test_vae_whole_frame_phase_starts_from_a_run_and_trains_every_weight(tmp_pat
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
 
 
-def test_a_patch_2_dit_bundles_with_a_pose_encoder_on_its_8px_tokens(small_cache, tmp_path):
-    """A 2x2 patch over the 4x VAE's latents makes 8 px tokens (round 6's DiT): the bundle re-seeds
-    the pose encoder for them and drops the LoRAs of the 16 px DiT, and pose features land on the
-    finer token grid of a real forward."""
+def test_a_patch_change_rebundles_the_pose_encoder_for_its_tokens(small_cache, tmp_path):
+    """The token grid follows the DiT's patch over the 4x VAE's latents: 2x2 makes 8 px tokens (the
+    bundled round 7), 4x4 makes 16 px (round 5). A DiT trained with the other patch than the bundled
+    one is bundled with a pose encoder re-seeded for its grid and without the LoRAs of the old grid,
+    and pose features land on that grid in a real forward."""
     from svi.conditioning.runtime import load_pose_encoder
     from svi.conditioning.pose_encoder import attach_pose
     from storyworld.train.bundle import token_px
 
-    assert token_px(cache_stage.ASSETS) == 16
-    dit_stage.main(["--out", str(tmp_path / "p2"), "--steps", "1", "--patch", "2", "--cache", str(small_cache),
+    bundled = token_px(cache_stage.ASSETS)
+    assert bundled in (8, 16)
+    patch = 4 if bundled == 8 else 2
+    px = 4 * patch
+    dit_stage.main(["--out", str(tmp_path / "p"), "--steps", "1", "--patch", str(patch), "--cache", str(small_cache),
                     "--batch", "2", "--every", "1", "--threads", "1"])
-    folder = bundle(tmp_path / "model", dit=tmp_path / "p2" / "transformer")
-    assert token_px(folder) == 8
-    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["token_px"] == 8
+    folder = bundle(tmp_path / "model", dit=tmp_path / "p" / "transformer")
+    assert token_px(folder) == px
+    assert json.loads((folder / "pose_encoder" / "config.json").read_text())["token_px"] == px
     assert not any((folder / n).exists() for n in ("svi-lora.safetensors", "svi-talk.safetensors",
                                                    "svi-dance.safetensors"))
     encoder = load_pose_encoder(folder / "pose_encoder")
@@ -417,7 +421,7 @@ def test_a_patch_2_dit_bundles_with_a_pose_encoder_on_its_8px_tokens(small_cache
     maps[:, 30:70, 60:64] = 255  # a bone
     with torch.no_grad():
         feats = encoder(maps)
-    assert feats.shape == (1, BUNDLED_WIDTH, 5, 12, 16)
+    assert feats.shape == (1, BUNDLED_WIDTH, 5, 96 // px, 128 // px)
     renderer = make_renderer("shot", folder=folder, steps=1)
     dit = renderer.c.transformer
     handle = attach_pose(dit)
