@@ -85,6 +85,17 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def vae_scale_spatial(vae_config) -> int:
+    """Pixels per latent cell side of an AutoencoderKLWan config: one halving per stage after the first."""
+    return 2 ** (len(vae_config["dim_mult"]) - 1)
+
+
+def token_px(vae_config, transformer_config) -> int:
+    """Pixels per DiT token side: the VAE's spatial factor x the patch (16 for Wan 2.1: 8 x 2; 8 for
+    storyworld-tiny's 4x VAE under a 2x2 patch). Where pose features must land (the pose encoder)."""
+    return vae_scale_spatial(vae_config) * int(transformer_config["patch_size"][-1])
+
+
 @dataclass
 class WanComponents:
     """The resident models of one preset, on one device, in their fixed dtypes."""
@@ -104,7 +115,7 @@ class WanComponents:
 
     @property
     def vae_scale_spatial(self) -> int:
-        return 2 ** (len(self.vae.config.dim_mult) - 1)
+        return vae_scale_spatial(self.vae.config)
 
     @property
     def vae_scale_temporal(self) -> int:
@@ -112,8 +123,7 @@ class WanComponents:
 
     @property
     def token_px(self) -> int:
-        """Pixels per DiT token side: the VAE's spatial factor x the patch (16 for Wan 2.1: 8 x 2)."""
-        return self.vae_scale_spatial * int(self.transformer.config.patch_size[-1])
+        return token_px(self.vae.config, self.transformer.config)
 
     @property
     def prediction(self) -> str:

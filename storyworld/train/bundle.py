@@ -18,6 +18,8 @@ import json
 import shutil
 from pathlib import Path
 
+from svi.models import token_px as configs_token_px
+
 from .cache import ASSETS
 from .evaluate import SVI_LORA
 
@@ -39,10 +41,10 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def token_px(folder: Path) -> int:
-    """Pixels per DiT token of a model folder: the VAE's spatial factor times the DiT's patch."""
+    """Pixels per DiT token of a model folder (svi.models.token_px over its configs)."""
     vae = json.loads((folder / "vae" / "config.json").read_text())
     dit = json.loads((folder / "transformer" / "config.json").read_text())
-    return int(vae.get("scale_factor_spatial") or 8) * int(dit["patch_size"][1])
+    return configs_token_px(vae, dit)
 
 
 def _match_adapters(into: Path) -> None:
