@@ -5,7 +5,8 @@ prompt stream (the object's motion and the person's action change every --every 
 and time stay, so a drift in the look is the model's, not the story's), for the base model and the
 SVI model, through the real renderer (svi.render). Drift of clip k = the storyworld drift score
 (colour statistics, sharpness, high-frequency energy and saturation against clip 1; 0 = identical
-look). Prints the per-clip table, writes a PNG plot, and ends with
+look). Beside them the true storyworld video of the same captions (the drift a perfect model
+would show: the world moves too). Prints the per-clip table, writes a PNG plot, and ends with
 
     drift: clips=N base=<base drift at clip N> svi=<svi drift at clip N> ratio=<svi/base> (one prompt;
     'at clip N' = mean of the last 3 clips)
@@ -42,6 +43,30 @@ def tail_mean(curve: np.ndarray, k: int = 3) -> float:
     return float(np.mean(curve[-min(k, len(curve) - 1):]))
 
 
+def truth_curve(prompts: list[str], seed: int, frames_per_clip: int, new_per_clip: int) -> np.ndarray:
+    """(len(prompts),) drift of the true storyworld video over the same clips: the world's own floor.
+
+    The generator renders the chain's captions (one scene per run of equal captions, cutting where
+    the caption changes, as the world does) for as many frames as the chain makes, split into clips
+    the way the renderer appends them; its drift is what a perfect model would score."""
+    import storyworld as sw
+    from storyworld.train.data import FPS, HEIGHT, WIDTH
+    from storyworld.train.evaluate import drift_curve
+
+    scenes, counts = [], []
+    for k, p in enumerate(prompts):
+        n = frames_per_clip if k == 0 else new_per_clip
+        if scenes and scenes[-1] == p:
+            counts[-1] += n
+        else:
+            scenes.append(p)
+            counts.append(n)
+    video = sw.render(scenes, counts, seed, width=WIDTH, height=HEIGHT, fps=FPS).frames
+    clips = [video[:frames_per_clip]] + [video[frames_per_clip + new_per_clip * (k - 1):frames_per_clip + new_per_clip * k]
+                                         for k in range(1, len(prompts))]
+    return drift_curve(clips)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=50)
@@ -75,12 +100,16 @@ def main(argv: list[str] | None = None) -> None:
                       seed=args.seed, cfg=args.cfg)
         curves[(model, prompts)] = drift_curve(clips)
     secs = time.perf_counter() - t0
+    spec = r.spec
+    truth = {p: truth_curve([CAPTION] * args.clips if p == "one prompt" else stream, args.seed, spec.frames_per_clip,
+                            spec.frames_per_clip - spec.motion_frames) for p in ("one prompt", "prompt stream")}
 
     print(f"per-clip drift vs clip 1 ({args.variant}, {args.clips} clips, {secs:.0f} s for {4 * args.clips} clips)")
-    print("clip  base/one  svi/one  base/stream  svi/stream")
+    print("clip  base/one  svi/one  truth/one  base/stream  svi/stream  truth/stream")
     for k in range(args.clips):
         print(f"{k + 1:4d}  {curves['base', 'one prompt'][k]:8.3f}  {curves['svi', 'one prompt'][k]:7.3f}  "
-              f"{curves['base', 'prompt stream'][k]:11.3f}  {curves['svi', 'prompt stream'][k]:10.3f}")
+              f"{truth['one prompt'][k]:9.3f}  {curves['base', 'prompt stream'][k]:11.3f}  "
+              f"{curves['svi', 'prompt stream'][k]:10.3f}  {truth['prompt stream'][k]:12.3f}")
 
     import matplotlib
 
@@ -92,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         for model, colour in (("base", "tab:red"), ("svi", "tab:blue")):
             ax.plot(np.arange(1, args.clips + 1), curves[model, prompts], color=colour,
                     label=f"{model}{' + SVI LoRA' if model == 'svi' else ''}")
+        ax.plot(np.arange(1, args.clips + 1), truth[prompts], color="0.5", linestyle="--",
+                label="true storyworld video")
         ax.set_title(f"storyworld-tiny {args.variant}: {prompts}")
         ax.set_xlabel("clip")
         ax.grid(alpha=0.3)
@@ -102,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
 
+    print(f"truth (the true video's own drift, a perfect model's): one={tail_mean(truth['one prompt']):.3f} "
+          f"stream={tail_mean(truth['prompt stream']):.3f}; whole-chain means (clips 2-N, less noisy than the "
+          f"last 3): base={curves['base', 'one prompt'][1:].mean():.3f} svi={curves['svi', 'one prompt'][1:].mean():.3f}")
     sb, ss = tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"])
     print(f"stream: clips={args.clips} base={sb:.3f} svi={ss:.3f} ratio={ss / max(sb, 1e-9):.2f}")
     b, s = tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"])
