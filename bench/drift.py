@@ -62,8 +62,8 @@ def truth_curve(prompts: list[str], seed: int, frames_per_clip: int, new_per_cli
             scenes.append(p)
             counts.append(n)
     video = sw.render(scenes, counts, seed, width=WIDTH, height=HEIGHT, fps=FPS).frames
-    clips = [video[:frames_per_clip]] + [video[frames_per_clip + new_per_clip * (k - 1):frames_per_clip + new_per_clip * k]
-                                         for k in range(1, len(prompts))]
+    ends = [frames_per_clip + new_per_clip * k for k in range(len(prompts))]  # clip k ends at ends[k]
+    clips = [video[:ends[0]]] + [video[ends[k - 1]:ends[k]] for k in range(1, len(prompts))]
     return drift_curve(clips)
 
 
@@ -133,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     fig.savefig(args.plot, dpi=110)
     print(f"plot: {args.plot}")
 
+    whole = {m: curves[m, "one prompt"][1:].mean() for m in ("base", "svi")}
     print(f"truth (the true video's own drift, a perfect model's): one={tail_mean(truth['one prompt']):.3f} "
           f"stream={tail_mean(truth['prompt stream']):.3f}; whole-chain means (clips 2-N, less noisy than the "
-          f"last 3): base={curves['base', 'one prompt'][1:].mean():.3f} svi={curves['svi', 'one prompt'][1:].mean():.3f}")
+          f"last 3): base={whole['base']:.3f} svi={whole['svi']:.3f}")
     sb, ss = tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"])
     print(f"stream: clips={args.clips} base={sb:.3f} svi={ss:.3f} ratio={ss / max(sb, 1e-9):.2f}")
     b, s = tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"])
