@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                       seed=args.seed, cfg=args.cfg)
         curves[(model, prompts)] = drift_curve(clips)
     secs = time.perf_counter() - t0
-    spec = r.spec
+    spec = r.spec  # every run renders the same variant: one clip layout for the true video
     truth = {p: truth_curve([CAPTION] * args.clips if p == "one prompt" else stream, args.seed, spec.frames_per_clip,
                             spec.frames_per_clip - spec.motion_frames) for p in ("one prompt", "prompt stream")}
 
