@@ -31,12 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 
-def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None):
+def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None, lora_scale=1.0):
     import storyworld as sw
     from storyworld.analyze import prompt_match
     from storyworld.train.evaluate import chain, make_renderer, start_image
 
-    r = make_renderer("shot", svi=svi, folder=folder, lora=lora)
+    r = make_renderer("shot", svi=svi, folder=folder, lora=lora, lora_scale=lora_scale)
     rng = np.random.default_rng([seed, 11])
     place, colour, both, cases = [], [], [], []
     for i in range(n):
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--lora", type=Path, default=None, help="the shot LoRA of the prompt-following chains "
                     "(default: the folder's)")
+    ap.add_argument("--lora-scale", type=float, default=1.0, help="strength of the shot LoRA (with --svi)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cfg", type=float, default=None, help="text guidance of the prompt-following chains "
                     "(default: the shot variant's)")
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cond-"))
     if args.only_prompts:
         place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
-                                               args.cfg)
+                                               args.cfg, args.lora_scale)
         print(f"conditioning: place={place:.3f} colour={colour:.3f} prompt={both:.3f}")
         return
     ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(folder / "vae", local_files_only=True).eval(),
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lip sync of a mouth right at every latent frame and no finer: {ceiling['lip_bound']:.2f}")
     print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
     place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
-                                           args.cfg)
+                                           args.cfg, args.lora_scale)
     # --lora is the shot LoRA: the talk and dance cases load the folder's own variant files
     pose, found = pose_following(folder, args.svi, args.clips, args.seed, tmp)
     lips, lips_per_clip = lip_following(folder, args.svi, args.clips, args.seed, tmp, args.talks)

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cfg", type=float, default=None, help="text guidance (default: the preset's)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled storyworld-tiny)")
     ap.add_argument("--lora", type=Path, default=None, help="SVI LoRA file (default: MODEL/svi-lora.safetensors)")
+    ap.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SVI LoRA")
     ap.add_argument("--plot", type=Path, default=Path("out/drift.png"))
     args = ap.parse_args(argv)
     if args.clips < 2:
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     runs = [(m, p) for m in ("base", "svi") for p in ("one prompt", "prompt stream")]
     for model, prompts in tqdm(runs, desc="chains"):
-        r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps)
+        r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps,
+                          lora_scale=args.lora_scale)
         clips = chain(r, tmp / "start.png", [CAPTION] * args.clips if prompts == "one prompt" else stream,
                       seed=args.seed, cfg=args.cfg)
         curves[(model, prompts)] = drift_curve(clips)

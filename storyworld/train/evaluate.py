@@ -40,10 +40,11 @@ def start_image(caption: str, path: Path, seed: int = 0) -> np.ndarray:
 
 
 def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = ASSETS,
-                  lora: Path | None = None, steps: int | None = None) -> Renderer:
+                  lora: Path | None = None, steps: int | None = None, lora_scale: float = 1.0) -> Renderer:
     """A CPU renderer of storyworld-tiny weights in `folder`. svi=True adds the variant's LoRA
     (folder/svi-lora.safetensors for shot/film unless `lora` names another file); the talk and dance
-    variants always load theirs (svi-talk / svi-dance.safetensors), which carries the adapter they need."""
+    variants always load theirs (svi-talk / svi-dance.safetensors), which carries the adapter they need.
+    `lora_scale` scales the shot/film LoRA (the talk / dance LoRAs always load at 1)."""
     folder = Path(folder).resolve()  # a relative weights_dir would be looked up under SVI_WEIGHTS_DIR
     spec = dataclasses.replace(resolve_spec("storyworld-tiny", variant, steps=steps), weights_dir=str(folder))
     c = load_components(spec, "cpu", folder=folder)
@@ -54,7 +55,7 @@ def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = AS
         path = Path(lora) if lora is not None else find_variant_lora(spec) or Path(folder) / SVI_LORA
         if not path.is_file():
             raise FileNotFoundError(f"LoRA not found: {path} (train it with python -m storyworld.train.svi)")
-        files = apply_loras(c.transformer, [(path, 1.0)])
+        files = apply_loras(c.transformer, [(path, lora_scale if svi and not spec.needs else 1.0)])
     audio, pose = build_conditioners(spec, c, files)
     return Renderer(c, spec, audio=audio, pose=pose)
 
