@@ -31,12 +31,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 
-def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None, lora_scale=1.0):
+def prompt_following(folder, lora, svi, n, clips, seed, tmp, cfg=None, lora_scale=1.0, lora_below_sigma="preset"):
     import storyworld as sw
     from storyworld.analyze import prompt_match
     from storyworld.train.evaluate import chain, make_renderer, start_image
 
-    r = make_renderer("shot", svi=svi, folder=folder, lora=lora, lora_scale=lora_scale)
+    r = make_renderer("shot", svi=svi, folder=folder, lora=lora, lora_scale=lora_scale,
+                      lora_below_sigma=lora_below_sigma)
     rng = np.random.default_rng([seed, 11])
     place, colour, both, cases = [], [], [], []
     for i in range(n):
@@ -117,6 +118,8 @@ def lip_following(folder, svi, clips, seed, tmp, talks=12):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from storyworld.train.evaluate import lora_window_arg
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=8, help="random captions for prompt following")
     ap.add_argument("--clips", type=int, default=2, help="clips chained per case")
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lora", type=Path, default=None, help="the shot LoRA of the prompt-following chains "
                     "(default: the folder's)")
     ap.add_argument("--lora-scale", type=float, default=1.0, help="strength of the shot LoRA (with --svi)")
+    ap.add_argument("--lora-below-sigma", type=lora_window_arg, default="preset",
+                    help="sigma below which the SVI LoRA acts: a number, 'all' (every step) or "
+                    "'preset' (the variant's window, the default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cfg", type=float, default=None, help="text guidance of the prompt-following chains "
                     "(default: the shot variant's)")
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cond-"))
     if args.only_prompts:
         place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
-                                               args.cfg, args.lora_scale)
+                                               args.cfg, args.lora_scale, args.lora_below_sigma)
         print(f"conditioning: place={place:.3f} colour={colour:.3f} prompt={both:.3f}")
         return
     ceiling = reconstruction_readback(AutoencoderKLWan.from_pretrained(folder / "vae", local_files_only=True).eval(),
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lip sync of a mouth right at every latent frame and no finer: {ceiling['lip_bound']:.2f}")
     print(f"prompt following ({args.prompts} captions, last of {args.clips} clips):")
     place, colour, both = prompt_following(folder, args.lora, args.svi, args.prompts, args.clips, args.seed, tmp,
-                                           args.cfg, args.lora_scale)
+                                           args.cfg, args.lora_scale, args.lora_below_sigma)
     # --lora is the shot LoRA: the talk and dance cases load the folder's own variant files
     pose, found = pose_following(folder, args.svi, args.clips, args.seed, tmp)
     lips, lips_per_clip = lip_following(folder, args.svi, args.clips, args.seed, tmp, args.talks)

@@ -68,6 +68,8 @@ def truth_curve(prompts: list[str], seed: int, frames_per_clip: int, new_per_cli
 
 
 def main(argv: list[str] | None = None) -> None:
+    from storyworld.train.evaluate import lora_window_arg
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=50)
     ap.add_argument("--every", type=int, default=5, help="prompt stream: clips per prompt")
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled storyworld-tiny)")
     ap.add_argument("--lora", type=Path, default=None, help="SVI LoRA file (default: MODEL/svi-lora.safetensors)")
     ap.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SVI LoRA")
+    ap.add_argument("--lora-below-sigma", type=lora_window_arg, default="preset",
+                    help="sigma below which the SVI LoRA acts: a number, 'all' (every step) or "
+                    "'preset' (the variant's window, the default)")
     ap.add_argument("--plot", type=Path, default=Path("out/drift.png"))
     args = ap.parse_args(argv)
     if args.clips < 2:
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = [(m, p) for m in ("base", "svi") for p in ("one prompt", "prompt stream")]
     for model, prompts in tqdm(runs, desc="chains"):
         r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps,
-                          lora_scale=args.lora_scale)
+                          lora_scale=args.lora_scale, lora_below_sigma=args.lora_below_sigma)
         clips = chain(r, tmp / "start.png", [CAPTION] * args.clips if prompts == "one prompt" else stream,
                       seed=args.seed, cfg=args.cfg)
         curves[(model, prompts)] = drift_curve(clips)

@@ -175,6 +175,9 @@ class TrainSettings:
                                             "the frames the model must invent (their targets are the true latents, "
                                             "while y's copy carries bank errors). storyworld-tiny: off kept more colour "
                                             "but held a chain less well", svi="on (every frame)")
+    max_sigma: float | None = knob(None, "train only on noise levels with sigma below this: for a LoRA that acts "
+                                         "only on those steps at inference (a variant's lora_below_sigma); "
+                                         "default: every level", svi="every level")
     error_recycling: bool = knob(True, "error-recycling fine-tuning; off: a plain LoRA fine-tune on the same data",
                                  svi="on (--use_error_recycling)")
     overlap_recycling: bool = knob(True, "insert errors into the banks on a worker thread while the backward pass "
@@ -207,6 +210,8 @@ class TrainSettings:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ConfigError(f"train.cpu_threads must be >= 1, got {self.cpu_threads}")
+        if self.max_sigma is not None and not 0.0 < self.max_sigma <= 1.0:
+            raise ConfigError(f"train.max_sigma must be in (0, 1], got {self.max_sigma}")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every must be >= 1, got {self.log_every}")
         if self.bank_device not in ("cpu", "accelerator"):

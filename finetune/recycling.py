@@ -146,9 +146,18 @@ def grid_of(sigma_index: torch.Tensor | int, num_grids: int = 50,
 
 
 def sample_sigma_index(batch: int, generator: torch.Generator | None = None,
-                       scheduler: FlowMatchScheduler = FlowMatchScheduler()) -> torch.Tensor:
-    """(batch,) int64 training indices i ~ U{0..999} (uniform in index; the shift moves t up)."""
-    return torch.randint(scheduler.num_train_timesteps, (batch,), generator=generator)
+                       scheduler: FlowMatchScheduler = FlowMatchScheduler(),
+                       max_sigma: float | None = None) -> torch.Tensor:
+    """(batch,) int64 training indices i ~ U{0..999} (uniform in index; the shift moves t up).
+
+    max_sigma: only indices whose sigma is below it, uniformly among them: a LoRA that will act
+    only on the low-noise steps (svi.presets.Variant.lora_below_sigma) spends its training there."""
+    if max_sigma is None:
+        return torch.randint(scheduler.num_train_timesteps, (batch,), generator=generator)
+    allowed = torch.nonzero(_tables(scheduler, 1)[0] < max_sigma).flatten()
+    if len(allowed) == 0:
+        raise ValueError(f"no training timestep has sigma below {max_sigma}")
+    return allowed[torch.randint(len(allowed), (batch,), generator=generator)]
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -359,7 +359,7 @@ class Trainer:
         t_data = time.perf_counter() - t0
 
         # 2. Timesteps, noise and error injection (SVI_SPEC 3.4)
-        idx = sample_sigma_index(B, self.gen, self.scheduler)
+        idx = sample_sigma_index(B, self.gen, self.scheduler, self.cfg.train.max_sigma)
         noise = torch.randn(x0.shape, generator=self.gen, dtype=torch.float32).to(x0.device, x0.dtype)
         step = inject_errors(x0, noise, batch["y"], idx, self.banks, r, self.gen, y_null=batch["y_null"],
                              scheduler=self.scheduler)

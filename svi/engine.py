@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .lora import LoraFile, apply_loras
+from .lora import LoraFile, load_loras
 from .models import MissingWeightsError, load_components, missing_files, use_onednn_conv3d
 from .presets import PRESETS, ModelSpec, lora_search_dirs, model_folder
 from .render import Renderer
@@ -27,11 +27,11 @@ def build_renderer(spec: ModelSpec, device: torch.device | str | None = None) ->
     components = load_components(spec, device)
     if components.device.type == "cpu":
         use_onednn_conv3d(components.vae)
-    loras = [(p, 1.0)] if (p := find_variant_lora(spec)) is not None else []
-    loras += [(path, scale) for path, scale in spec.extra_loras]
-    files = apply_loras(components.transformer, loras)
+    loras = [(p, 1.0, spec.lora_below_sigma)] if (p := find_variant_lora(spec)) is not None else []
+    loras += [(path, scale, None) for path, scale in spec.extra_loras]
+    files, lora_steps = load_loras(components.transformer, loras)
     audio, pose = build_conditioners(spec, components, files)
-    return Renderer(components, spec, audio=audio, pose=pose), files
+    return Renderer(components, spec, audio=audio, pose=pose, lora_steps=lora_steps), files
 
 
 def build_conditioners(spec: ModelSpec, components, lora_files: list[LoraFile]):

@@ -8,6 +8,10 @@ nothing otherwise, so every layout is normalised to that first, and the number o
 is checked after loading. Non-LoRA tensors (the dance pose encoder `dwpose_embedding.*`) are split
 off and returned. Scale: alpha/r per layer where the file records alpha (diffusers folds it into
 the weights), times the user's scale; the adapters are then fused so inference costs nothing.
+
+A LoRA may also act on part of the denoising steps only (a `below_sigma` window): then nothing is
+fused, since PEFT skips every unmerged adapter of a layer once any is merged, and a LoraSteps
+switches adapters on and off as the sampler's sigma crosses each window.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,6 +40,7 @@ class LoraFile:
     lora: dict[str, torch.Tensor]  # Wan-original names: blocks.N.self_attn.q.lora_A.weight
     alphas: dict[str, torch.Tensor]  # blocks.N.self_attn.q.alpha
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # non-LoRA tensors, prefixes stripped
+    adapter: str = ""  # the PEFT adapter name it was loaded under (set by apply_loras)
 
     @property
     def pairs(self) -> int:
@@ -102,8 +108,10 @@ def lora_layer_count(transformer: torch.nn.Module, adapter: str) -> int:
     return sum(1 for m in transformer.modules() if hasattr(m, "lora_A") and adapter in getattr(m, "lora_A", {}))
 
 
-def apply_loras(transformer: torch.nn.Module, loras: list[tuple[str | os.PathLike, float]]) -> list[LoraFile]:
-    """Load each (path, scale) as an adapter, check it adapted every layer it names, fuse all.
+def apply_loras(transformer: torch.nn.Module, loras: list[tuple[str | os.PathLike, float]], *,
+                fuse: bool = True) -> list[LoraFile]:
+    """Load each (path, scale) as an adapter, check it adapted every layer it names, fuse all
+    (fuse=False: leave them as active PEFT adapters, for LoraSteps to switch per step).
 
     Returns the LoraFiles (their `extras` hold non-LoRA tensors such as `dwpose_embedding.*`)."""
     files, names, scales = [], [], []
@@ -119,10 +127,48 @@ def apply_loras(transformer: torch.nn.Module, loras: list[tuple[str | os.PathLik
         if got != lf.pairs:
             raise LoraError(f"{path}: {lf.pairs} LoRA layers in the file but {got} matched the model; "
                             "the key layout or the model architecture does not match")
+        lf.adapter = name
         files.append(lf)
         names.append(name)
         scales.append(float(scale))
     if names:
         transformer.set_adapters(names, scales)
-        transformer.fuse_lora(lora_scale=1.0, adapter_names=names)
+        if fuse:
+            transformer.fuse_lora(lora_scale=1.0, adapter_names=names)
     return files
+
+
+@dataclass
+class LoraSteps:
+    """Adapters that act only on the denoising steps with sigma below their window (None: every step).
+
+    The sampler calls `at(sigma)` before each step; PEFT's active set changes only when a window is
+    crossed (twice a clip at most), and adapters switched off cost nothing (not run at scale 0)."""
+
+    transformer: torch.nn.Module
+    adapters: list[tuple[str, float, float | None]]  # (adapter name, scale, below_sigma)
+    _on: tuple[bool, ...] | None = field(default=None, init=False)
+
+    def at(self, sigma: float) -> None:
+        on = tuple(below is None or sigma < below for _, _, below in self.adapters)
+        if on == self._on:
+            return
+        self._on = on
+        active = [(name, scale) for (name, scale, _), o in zip(self.adapters, on) if o]
+        if active:
+            self.transformer.enable_lora()
+            self.transformer.set_adapters([n for n, _ in active], [s for _, s in active])
+        else:
+            self.transformer.disable_lora()
+
+
+def load_loras(transformer: torch.nn.Module, loras: Sequence[tuple[str | os.PathLike, float, float | None]]
+               ) -> tuple[list[LoraFile], LoraSteps | None]:
+    """(path, scale, below_sigma) LoRAs: all fused when none has a window (no per-step cost), else all
+    left unfused with the LoraSteps the sampler drives."""
+    windowed = any(below is not None for _, _, below in loras)
+    files = apply_loras(transformer, [(path, scale) for path, scale, _ in loras], fuse=not windowed)
+    if not windowed:
+        return files, None
+    return files, LoraSteps(transformer, [(lf.adapter, float(scale), below)
+                                          for lf, (_, scale, below) in zip(files, loras)])

@@ -140,6 +140,8 @@ def plan(storyboard: Storyboard, spec: ModelSpec, *, overrides: Mapping[int, Cli
     s = storyboard.settings
     model = {"model": spec.model_id, "loras": [spec.lora_file, *map(list, spec.extra_loras)],
              "shift": spec.shift, "size": [spec.max_long, spec.max_short], "F": F}
+    if spec.lora_below_sigma is not None:  # only when set: hashes of renders without a window stay as they were
+        model["lora_below_sigma"] = spec.lora_below_sigma
 
     clips = []
     for k in range(n):

@@ -40,6 +40,10 @@ class Variant:
     fixed_prompt: str | None = None  # talk/dance were trained on one caption
     needs: tuple[str, ...] = ()  # "audio" / "pose": conditions the variant requires
     description: str = ""
+    # The variant's LoRA acts only on the denoising steps with sigma below this; None: on every step.
+    # Layout and colour are settled in the high-noise steps, so a LoRA that holds a chain steady but
+    # also pulls objects off their colour can be left to the low-noise ones (MODEL_CARD.md, session 18).
+    lora_below_sigma: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class ModelSpec:
     needs: tuple[str, ...] = ()
     extra_loras: tuple[tuple[str, float], ...] = field(default=())  # user LoRAs (path, scale)
     adapters: str = "folder"
+    lora_below_sigma: float | None = None  # the variant LoRA's step window (Variant.lora_below_sigma)
 
     @property
     def new_frames_per_clip(self) -> int:
@@ -200,7 +205,7 @@ def resolve_spec(preset: str = DEFAULT_PRESET, variant: str | None = None, *, st
         motion_frames=v.motion_frames, padding=v.padding, steps=p.steps, shift=p.shift, text_cfg=v.text_cfg,
         audio_cfg=v.audio_cfg, fps=v.fps, max_long=v.max_long, max_short=v.max_short, text_len=p.text_len,
         negative_prompt=p.negative_prompt, dtype=p.dtype, lora_file=v.lora_file, fixed_prompt=v.fixed_prompt,
-        needs=v.needs, extra_loras=tuple(extra_loras), adapters=p.adapters,
+        needs=v.needs, extra_loras=tuple(extra_loras), adapters=p.adapters, lora_below_sigma=v.lora_below_sigma,
     )
     changes = {k: val for k, val in (("steps", steps), ("text_cfg", cfg), ("negative_prompt", negative_prompt))
                if val is not None}

@@ -79,12 +79,14 @@ def condition_video(cond: torch.Tensor, ref: torch.Tensor, frames: int, padding:
 class Renderer:
     """Owns resident models for one ModelSpec and streams clip plans through them."""
 
-    def __init__(self, components: WanComponents, spec: ModelSpec, *, audio=None, pose=None):
-        """audio / pose: svi.conditioning.runtime AudioConditioner / PoseConditioner for talk / dance."""
+    def __init__(self, components: WanComponents, spec: ModelSpec, *, audio=None, pose=None, lora_steps=None):
+        """audio / pose: svi.conditioning.runtime AudioConditioner / PoseConditioner for talk / dance.
+        lora_steps: svi.lora.LoraSteps when a LoRA acts on part of the steps only (None: all fused)."""
         self.c = components
         self.spec = spec
         self.audio = audio
         self.pose = pose
+        self.lora_steps = lora_steps
         self.scheduler = FlowMatchScheduler(shift=spec.shift)
         self._prompts: OrderedDict[str, torch.Tensor] = OrderedDict()  # text -> (1, L, D)
         self.prompt_encodes = 0  # texts run through the text encoder (for tests and benches)
@@ -208,6 +210,8 @@ class Renderer:
             for i in range(clip.steps):
                 if should_stop is not None and should_stop():
                     raise RenderCancelled(f"cancelled at clip {clip.index}, step {i}")
+                if self.lora_steps is not None:
+                    self.lora_steps.at(sigmas[i])
                 x_in = x.expand(B, -1, -1, -1, -1)
                 t = torch.full((B,), sigmas[i] * self.scheduler.num_train_timesteps, device=dev)
                 out = c.transformer(torch.cat([x_in, y], dim=1), t, ctx, image_emb, return_dict=False)[0]

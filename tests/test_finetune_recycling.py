@@ -326,6 +326,20 @@ def test_sample_sigma_index_covers_the_training_grid():
     assert idx.min() >= 0 and idx.max() <= 999 and len(set(idx.tolist())) > 900
 
 
+def test_sample_sigma_index_keeps_to_a_sigma_window():
+    """--max-sigma: every drawn level lies below the window, and the window's levels are all drawn."""
+    from svi.scheduler import FlowMatchScheduler
+
+    sigmas = FlowMatchScheduler().training_sigmas()
+    idx = sample_sigma_index(5000, torch.Generator().manual_seed(0), max_sigma=0.85)
+    inside = set(torch.nonzero(sigmas < 0.85).flatten().tolist())
+    assert (sigmas[idx] < 0.85).all()
+    assert 0.3 * 1000 < len(inside) < 0.7 * 1000  # shift 5 puts about half of the indices above 0.85
+    assert len(set(idx.tolist())) > 0.9 * len(inside)
+    with pytest.raises(ValueError, match="below"):
+        sample_sigma_index(1, max_sigma=1e-6)
+
+
 # ---------------------------------------------------------------------- real two-rank warm-up
 WORKER = r"""
 import sys, torch, torch.distributed as dist

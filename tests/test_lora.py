@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from svi.lora import LoraError, apply_loras, normalise_key, read_lora
+from svi.lora import LoraError, apply_loras, load_loras, normalise_key, read_lora
 
 from .conftest import BUNDLED_DIT, BUNDLED_WIDTH, ROOT
 
@@ -119,3 +119,34 @@ def test_bad_files_are_clear_errors(base_transformer, tmp_path):
               tmp_path / "odd.safetensors")
     with pytest.raises(LoraError, match="layout"):
         read_lora(tmp_path / "odd.safetensors")
+
+
+def test_a_step_window_switches_the_lora_by_sigma(base_transformer, tmp_path):
+    """A LoRA with a below-sigma window is left unfused: off (the base's output) above the window,
+    exactly the fused LoRA's output below it, with an always-on LoRA applied throughout."""
+    windowed, always = tmp_path / "windowed.safetensors", tmp_path / "always.safetensors"
+    save_file(fabricate("diffusion_model.", seed=1), windowed)
+    save_file(fabricate("diffusion_model.", seed=2), always)
+    outputs = {}
+    for name, loras in {"base": [], "always": [(always, 1.0)], "both": [(windowed, 0.5), (always, 1.0)]}.items():
+        t = copy.deepcopy(base_transformer)
+        files, steps = load_loras(t, [(p, s, None) for p, s in loras])
+        assert steps is None  # no window: fused, nothing to switch
+        outputs[name] = dit_output(t)
+
+    t = copy.deepcopy(base_transformer)
+    files, steps = load_loras(t, [(windowed, 0.5, 0.8)])
+    assert [lf.adapter for lf in files] == [steps.adapters[0][0]]
+    steps.at(0.95)  # a high-noise step: the LoRA is off
+    torch.testing.assert_close(dit_output(t), outputs["base"], atol=1e-5, rtol=1e-5)
+    steps.at(0.5)
+    assert not torch.allclose(dit_output(t), outputs["base"], atol=1e-3)
+
+    t = copy.deepcopy(base_transformer)
+    _, steps = load_loras(t, [(windowed, 0.5, 0.8), (always, 1.0, None)])
+    steps.at(0.95)
+    torch.testing.assert_close(dit_output(t), outputs["always"], atol=1e-4, rtol=1e-4)
+    steps.at(0.5)
+    torch.testing.assert_close(dit_output(t), outputs["both"], atol=1e-4, rtol=1e-4)
+    steps.at(0.99)  # and back off at the next clip's first step
+    torch.testing.assert_close(dit_output(t), outputs["always"], atol=1e-4, rtol=1e-4)

@@ -18,7 +18,7 @@ from PIL import Image
 import storyworld as sw
 from storyworld.drift import drift_score
 from svi.engine import build_conditioners, find_variant_lora
-from svi.lora import apply_loras
+from svi.lora import load_loras
 from svi.models import load_components, use_onednn_conv3d
 from svi.planning import plan
 from svi.presets import resolve_spec
@@ -40,24 +40,39 @@ def start_image(caption: str, path: Path, seed: int = 0) -> np.ndarray:
 
 
 def make_renderer(variant: str = "shot", *, svi: bool = False, folder: Path = ASSETS,
-                  lora: Path | None = None, steps: int | None = None, lora_scale: float = 1.0) -> Renderer:
+                  lora: Path | None = None, steps: int | None = None, lora_scale: float = 1.0,
+                  lora_below_sigma: float | None | str = "preset") -> Renderer:
     """A CPU renderer of storyworld-tiny weights in `folder`. svi=True adds the variant's LoRA
     (folder/svi-lora.safetensors for shot/film unless `lora` names another file); the talk and dance
     variants always load theirs (svi-talk / svi-dance.safetensors), which carries the adapter they need.
-    `lora_scale` scales the shot/film LoRA (the talk / dance LoRAs always load at 1)."""
+    `lora_scale` scales the shot/film LoRA (the talk / dance LoRAs always load at 1);
+    `lora_below_sigma` overrides the variant's LoRA step window (None: every step)."""
     folder = Path(folder).resolve()  # a relative weights_dir would be looked up under SVI_WEIGHTS_DIR
     spec = dataclasses.replace(resolve_spec("storyworld-tiny", variant, steps=steps), weights_dir=str(folder))
+    if lora_below_sigma != "preset":
+        spec = dataclasses.replace(spec, lora_below_sigma=lora_below_sigma)
     c = load_components(spec, "cpu", folder=folder)
     use_onednn_conv3d(c.vae)
-    files = []
+    files, lora_steps = [], None
     if svi or (spec.needs and spec.lora_file):
         # the engine's own lookup (beside the model first); a missing file is a MissingWeightsError naming it
         path = Path(lora) if lora is not None else find_variant_lora(spec) or Path(folder) / SVI_LORA
         if not path.is_file():
             raise FileNotFoundError(f"LoRA not found: {path} (train it with python -m storyworld.train.svi)")
-        files = apply_loras(c.transformer, [(path, lora_scale if svi and not spec.needs else 1.0)])
+        files, lora_steps = load_loras(c.transformer, [(path, lora_scale if svi and not spec.needs else 1.0,
+                                                         spec.lora_below_sigma)])
     audio, pose = build_conditioners(spec, c, files)
-    return Renderer(c, spec, audio=audio, pose=pose)
+    return Renderer(c, spec, audio=audio, pose=pose, lora_steps=lora_steps)
+
+
+def lora_window_arg(text: str) -> float | None | str:
+    """argparse type of the benches' --lora-below-sigma: a sigma, "all" (every step) or "preset"."""
+    if text in ("preset", "all"):
+        return None if text == "all" else text
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"--lora-below-sigma must be in (0, 1], 'all' or 'preset', got {text}")
+    return value
 
 
 def chain(renderer: Renderer, image: Path, prompts: Sequence[str], *, seed: int = 0,
