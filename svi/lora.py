@@ -145,7 +145,7 @@ class LoraSteps:
     The sampler calls `at(sigma)` before each step; PEFT's active set changes only when a window is
     crossed (twice a clip at most), and adapters switched off cost nothing (not run at scale 0)."""
 
-    transformer: torch.nn.Module
+    transformer: torch.nn.Module = field(repr=False)
     adapters: list[tuple[str, float, float | None]]  # (adapter name, scale, below_sigma)
     _on: tuple[bool, ...] | None = field(default=None, init=False)
 
