@@ -41,8 +41,8 @@ class Variant:
     needs: tuple[str, ...] = ()  # "audio" / "pose": conditions the variant requires
     description: str = ""
     # The variant's LoRA acts only on the denoising steps with sigma below this; None: on every step.
-    # Layout and colour are settled in the high-noise steps, so a LoRA that holds a chain steady but
-    # also pulls objects off their colour can be left to the low-noise ones (MODEL_CARD.md, session 18).
+    # Layout and colour are settled in the high-noise steps: a LoRA that pulls objects off their colour
+    # costs less there, but also corrects less (storyworld-tiny: MODEL_CARD.md, session 18).
     lora_below_sigma: float | None = None
 
 
@@ -136,15 +136,16 @@ PRESETS: dict[str, Preset] = {
         # 0.38 at 1, 0.88 at 5; MODEL_CARD.md). Dance keeps round 3's guidance. Talk: audio guidance 2
         # for the mouth-weighted talk LoRA (round 4's, lip sync over 12 talking clips: 0.55 at 2, 0.53
         # at 3, 0.36 at 5; round 5's: 0.60 at 2).
-        # The shot / film LoRA acts on the 6 low-noise steps of 12 only (sigma < 0.85, from 0.83 down):
-        # on every step it cost 21 colour points over 24 captions (62.3% against 83.1% for the base),
-        # on these it costs 4 (79.4%) and keeps most of its drift correction (50-clip one-prompt drift
-        # over the whole chain 0.073 against 0.061 on every step and 0.127 for the base; session 18).
+        # The shot / film LoRA acts on every step. On the 6 low-noise steps of 12 only (lora_below_sigma
+        # 0.85; benches: --lora-below-sigma) it keeps more colour (48 captions: 73.0% against 67.3%; the
+        # base 78.5%) but loses much of the drift correction (50 clips, one prompt: 0.073 against 0.061
+        # over the whole chain, the base 0.127; prompt stream, last 3 clips: 0.114 against 0.075, the
+        # base 0.163), and holding a long chain is what SVI is for (MODEL_CARD.md, session 18).
         variants={
             "shot": Variant("shot", "svi-lora.safetensors", 1, "ref", 1.0, fps=8, max_long=128, max_short=96,
-                            description="SVI LoRA: one scene, anchored to the start image", lora_below_sigma=0.85),
+                            description="SVI LoRA: one scene, anchored to the start image"),
             "film": Variant("film", "svi-lora.safetensors", 5, "zeros", 1.0, fps=8, max_long=128, max_short=96,
-                            description="SVI LoRA: scene changes allowed, 5 motion frames", lora_below_sigma=0.85),
+                            description="SVI LoRA: scene changes allowed, 5 motion frames"),
             "base": Variant("base", None, 1, "ref", 1.0, fps=8, max_long=128, max_short=96,
                             description="the base I2V model without the SVI LoRA (for comparison)"),
             "talk": Variant("talk", "svi-talk.safetensors", 1, "ref", 2.0, audio_cfg=2.0, fps=8, max_long=128,
