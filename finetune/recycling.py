@@ -154,7 +154,7 @@ def sample_sigma_index(batch: int, generator: torch.Generator | None = None,
     only on the low-noise steps (svi.presets.Variant.lora_below_sigma) spends its training there."""
     if max_sigma is None:
         return torch.randint(scheduler.num_train_timesteps, (batch,), generator=generator)
-    allowed = torch.nonzero(_tables(scheduler, 1)[0] < max_sigma).flatten()
+    allowed = torch.nonzero(scheduler.training_sigmas() < max_sigma).flatten()
     if len(allowed) == 0:
         raise ValueError(f"no training timestep has sigma below {max_sigma}")
     return allowed[torch.randint(len(allowed), (batch,), generator=generator)]
