@@ -11,7 +11,11 @@ would show: the world moves too). Prints the per-clip table, writes a PNG plot, 
     drift: clips=N base=<base drift at clip N> svi=<svi drift at clip N> ratio=<svi/base> (one prompt;
     'at clip N' = mean of the last 3 clips)
 
-    python bench/drift.py [--clips 50] [--every 5] [--variant shot] [--plot out/drift.png] [--model DIR]
+With --starts K every curve is the mean over K start images (seeds --seed .. --seed+K-1: the same
+caption, another layout of the scene), and the per-start last lines are printed before it: one
+chain's last-3 figure moves a lot from clip to clip, and K chains average that noise down.
+
+    python bench/drift.py [--clips 50] [--every 5] [--starts 1] [--variant shot] [--plot out/drift.png] [--model DIR]
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variant", default="shot", help="storyworld-tiny variant (shot: m=1 + ref padding; film: m=5)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: the preset's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--starts", type=int, default=1,
+                    help="start images (seeds --seed..--seed+K-1) the curves are averaged over")
     ap.add_argument("--cfg", type=float, default=None, help="text guidance (default: the preset's)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: the bundled storyworld-tiny)")
     ap.add_argument("--lora", type=Path, default=None, help="SVI LoRA file (default: MODEL/svi-lora.safetensors)")
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.clips < 2:
         ap.error("--clips must be at least 2 (drift is measured against clip 1)")
+    if args.starts < 1:
+        ap.error("--starts must be at least 1")
 
     from tqdm import tqdm
 
@@ -95,23 +103,32 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = args.model or ASSETS
     tmp = Path(tempfile.mkdtemp(prefix="drift-"))
-    start_image(CAPTION, tmp / "start.png", args.seed)
+    seeds = range(args.seed, args.seed + args.starts)
+    for seed in seeds:
+        start_image(CAPTION, tmp / f"start{seed}.png", seed)
     stream = [STREAM[(i // args.every) % len(STREAM)] for i in range(args.clips)]
-    curves: dict[tuple[str, str], np.ndarray] = {}
+    prompt_lists = {"one prompt": [CAPTION] * args.clips, "prompt stream": stream}
+    per_start: dict[tuple[str, str], list[np.ndarray]] = {}
     t0 = time.perf_counter()
-    runs = [(m, p) for m in ("base", "svi") for p in ("one prompt", "prompt stream")]
-    for model, prompts in tqdm(runs, desc="chains"):
+    bar = tqdm(total=2 * len(prompt_lists) * args.starts, desc="chains")
+    for model in ("base", "svi"):  # one model load per model, reused by every chain
         r = make_renderer(args.variant, svi=model == "svi", folder=folder, lora=args.lora, steps=args.steps,
                           lora_scale=args.lora_scale, lora_below_sigma=args.lora_below_sigma)
-        clips = chain(r, tmp / "start.png", [CAPTION] * args.clips if prompts == "one prompt" else stream,
-                      seed=args.seed, cfg=args.cfg)
-        curves[(model, prompts)] = drift_curve(clips)
+        for prompts, captions in prompt_lists.items():
+            per_start[model, prompts] = []
+            for seed in seeds:
+                clips = chain(r, tmp / f"start{seed}.png", captions, seed=seed, cfg=args.cfg)
+                per_start[model, prompts].append(drift_curve(clips))
+                bar.update()
+    bar.close()
     secs = time.perf_counter() - t0
+    curves = {key: np.mean(c, axis=0) for key, c in per_start.items()}
     spec = r.spec  # every run renders the same variant: one clip layout for the true video
-    truth = {p: truth_curve([CAPTION] * args.clips if p == "one prompt" else stream, args.seed, spec.frames_per_clip,
-                            spec.frames_per_clip - spec.motion_frames) for p in ("one prompt", "prompt stream")}
+    truth = {p: np.mean([truth_curve(captions, seed, spec.frames_per_clip, spec.frames_per_clip - spec.motion_frames)
+                         for seed in seeds], axis=0) for p, captions in prompt_lists.items()}
 
-    print(f"per-clip drift vs clip 1 ({args.variant}, {args.clips} clips, {secs:.0f} s for {4 * args.clips} clips)")
+    print(f"per-clip drift vs clip 1 ({args.variant}, {args.clips} clips, mean over {args.starts} start image(s), "
+          f"{secs:.0f} s for {4 * args.clips * args.starts} clips)")
     print("clip  base/one  svi/one  truth/one  base/stream  svi/stream  truth/stream")
     for k in range(args.clips):
         print(f"{k + 1:4d}  {curves['base', 'one prompt'][k]:8.3f}  {curves['svi', 'one prompt'][k]:7.3f}  "
@@ -146,6 +163,12 @@ def main(argv: list[str] | None = None) -> None:
           f"last 3): base={whole['base']:.3f} svi={whole['svi']:.3f}")
     sb, ss = tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"])
     print(f"stream: clips={args.clips} base={sb:.3f} svi={ss:.3f} ratio={ss / max(sb, 1e-9):.2f}")
+    if args.starts > 1:
+        for i, seed in enumerate(seeds):
+            b, s = tail_mean(per_start["base", "one prompt"][i]), tail_mean(per_start["svi", "one prompt"][i])
+            wb, ws = per_start["base", "one prompt"][i][1:].mean(), per_start["svi", "one prompt"][i][1:].mean()
+            print(f"start {seed}: base={b:.3f} svi={s:.3f} ratio={s / max(b, 1e-9):.2f}; "
+                  f"whole chain base={wb:.3f} svi={ws:.3f}")
     b, s = tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"])
     print(f"drift: clips={args.clips} base={b:.3f} svi={s:.3f} ratio={s / max(b, 1e-9):.2f}")
 
