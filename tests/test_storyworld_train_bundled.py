@@ -214,3 +214,24 @@ def test_temporal_readback_finds_where_the_vae_loses_colour():
     assert all(0.0 <= v <= 1.0 for v in r["natural"] + r["cut"])
     assert r["natural"][0] >= 0.6 and r["cut"][0] >= 0.6  # the first-frame path: each frame on its own
     assert r["natural_frames"] == pytest.approx(np.mean(r["natural"][1:]))  # equal-size chunks of 4 frames
+
+
+def test_export_dit_writes_a_committed_states_ema(tmp_path):
+    """storyworld.train.export_dit: the committed slim DiT state exports as a transformer folder that
+    loads with the bundled config and holds exactly the state's EMA (the bf16 values, as float32)."""
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from storyworld.train.export_dit import export_ema
+
+    state_path = ASSETS.parent.parent / "train-state" / "storyworld-tiny" / "dit-p2cut" / "state.pt"
+    step = export_ema(state_path, tmp_path / "transformer")
+    ema = torch.load(state_path, map_location="cpu", weights_only=False)["modules"]["ema"]
+    assert step >= 3800
+    dit = WanTransformer3DModel.from_pretrained(tmp_path / "transformer", local_files_only=True)
+    assert dit.config["_svi_prediction"] == "sample"  # the renderer reads it to integrate x0, not a velocity
+    exported = dit.state_dict()
+    assert set(exported) == set(ema)
+    assert all(torch.equal(exported[k], ema[k].float()) for k in ema)
+    with pytest.raises(FileNotFoundError, match="no DiT state"):
+        export_ema(tmp_path / "missing.pt", tmp_path / "x")
