@@ -47,6 +47,11 @@ def tail_mean(curve: np.ndarray, k: int = 3) -> float:
     return float(np.mean(curve[-min(k, len(curve) - 1):]))
 
 
+def compare(base: float, svi: float) -> str:
+    """The figures of a last line: base, svi and their ratio."""
+    return f"base={base:.3f} svi={svi:.3f} ratio={svi / max(base, 1e-9):.2f}"
+
+
 def truth_curve(prompts: list[str], seed: int, frames_per_clip: int, new_per_clip: int) -> np.ndarray:
     """(len(prompts),) drift of the true storyworld video over the same clips: the world's own floor.
 
@@ -161,16 +166,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"truth (the true video's own drift, a perfect model's): one={tail_mean(truth['one prompt']):.3f} "
           f"stream={tail_mean(truth['prompt stream']):.3f}; whole-chain means (clips 2-N, less noisy than the "
           f"last 3): base={whole['base']:.3f} svi={whole['svi']:.3f}")
-    sb, ss = tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"])
-    print(f"stream: clips={args.clips} base={sb:.3f} svi={ss:.3f} ratio={ss / max(sb, 1e-9):.2f}")
+    stream_line = compare(tail_mean(curves["base", "prompt stream"]), tail_mean(curves["svi", "prompt stream"]))
+    print(f"stream: clips={args.clips} {stream_line}")
     if args.starts > 1:
         for i, seed in enumerate(seeds):
-            b, s = tail_mean(per_start["base", "one prompt"][i]), tail_mean(per_start["svi", "one prompt"][i])
-            wb, ws = per_start["base", "one prompt"][i][1:].mean(), per_start["svi", "one prompt"][i][1:].mean()
-            print(f"start {seed}: base={b:.3f} svi={s:.3f} ratio={s / max(b, 1e-9):.2f}; "
-                  f"whole chain base={wb:.3f} svi={ws:.3f}")
-    b, s = tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"])
-    print(f"drift: clips={args.clips} base={b:.3f} svi={s:.3f} ratio={s / max(b, 1e-9):.2f}")
+            base, svi = per_start["base", "one prompt"][i], per_start["svi", "one prompt"][i]
+            print(f"start {seed}: {compare(tail_mean(base), tail_mean(svi))}; "
+                  f"whole chain base={base[1:].mean():.3f} svi={svi[1:].mean():.3f}")
+    one = compare(tail_mean(curves["base", "one prompt"]), tail_mean(curves["svi", "one prompt"]))
+    print(f"drift: clips={args.clips} {one}")
 
 
 if __name__ == "__main__":
